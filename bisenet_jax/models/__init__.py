@@ -1,0 +1,49 @@
+"""Model registry: ``create_model(name, num_classes, **options)``.
+
+Names: bisenetv1_r18, bisenetv1_r34, bisenetv1_r50, bisenetv1_r101, bisenetv1_x39, bisenetv2.
+Options: ``dtype`` (compute dtype, e.g. ``jnp.bfloat16`` or ``"bfloat16"``; parameters, BN
+statistics and logits stay float32) and ``aux_heads`` (build the training-only auxiliary heads).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import flax.linen as nn
+
+from bisenet_jax.models.bisenetv1 import BiSeNetV1
+from bisenet_jax.models.bisenetv2 import BiSeNetV2
+from bisenet_jax.models.layers import ConvBNReLU, resize
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "bisenetv1_r18": functools.partial(BiSeNetV1, backbone="resnet18"),
+    "bisenetv1_r34": functools.partial(BiSeNetV1, backbone="resnet34"),
+    "bisenetv1_r50": functools.partial(BiSeNetV1, backbone="resnet50"),
+    "bisenetv1_r101": functools.partial(BiSeNetV1, backbone="resnet101"),
+    # The authors' Xception39 heads: mid 64 on the fused feature, 128 on the auxiliary heads.
+    "bisenetv1_x39": functools.partial(BiSeNetV1, backbone="xception39", head_mid=64, aux_mid=128),
+    "bisenetv2": BiSeNetV2,
+}
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
+    """Build a registered model. Unknown names or options fail with the list of valid ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    allowed = {"dtype", "aux_heads"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for {name}; allowed: {sorted(allowed)}")
+    if isinstance(options.get("dtype"), str):
+        options["dtype"] = jnp.dtype(options["dtype"])
+    return _REGISTRY[name](num_classes=num_classes, **options)
+
+
+__all__ = ["BiSeNetV1", "BiSeNetV2", "ConvBNReLU", "create_model", "list_models", "resize"]

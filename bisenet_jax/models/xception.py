@@ -1,0 +1,87 @@
+"""Xception39, the context path of the paper's fastest BiSeNet (REFERENCE.md section 1.2).
+
+No PyTorch ImageNet weights exist for it; the authors train it from scratch, and so do we. The
+structure (stem, three stages of 4/8/4 blocks with expansion 4, separable convolutions) follows the
+authors' code; the parameter names are ours (there is no PyTorch layout to match).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from bisenet_jax.models.layers import ConvBNReLU, conv2d, max_pool_3x3_s2
+
+Dtype = Any
+
+XCEPTION39_STAGES = ((4, 16), (8, 32), (4, 64))  # (blocks, middle width) per stage
+XCEPTION39_EXPANSION = 4
+
+
+class SeparableConv(nn.Module):
+    """Depthwise 3x3 (no BN) ``depthwise`` then pointwise 1x1 conv-BN(-ReLU) ``pointwise``."""
+
+    features: int
+    strides: int = 1
+    relu: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        channels = x.shape[-1]
+        x = conv2d(channels, 3, self.strides, groups=channels, dtype=self.dtype, name="depthwise")(x)
+        return ConvBNReLU(self.features, 1, relu=self.relu, dtype=self.dtype, name="pointwise")(x, train)
+
+
+class XceptionBlock(nn.Module):
+    """Residual branch of three separable convs (last without ReLU) plus identity or projection."""
+
+    mid: int
+    strides: int = 1
+    project: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = self.mid * XCEPTION39_EXPANSION
+        y = SeparableConv(self.mid, self.strides, True, self.dtype, name="sep1")(x, train)
+        y = SeparableConv(self.mid, 1, True, self.dtype, name="sep2")(y, train)
+        y = SeparableConv(out, 1, False, self.dtype, name="sep3")(y, train)
+        if self.project:
+            x = SeparableConv(out, self.strides, False, self.dtype, name="shortcut")(x, train)
+        return nn.relu(y + x)
+
+
+class XceptionStage(nn.Module):
+    num_blocks: int
+    mid: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for i in range(self.num_blocks):
+            x = XceptionBlock(self.mid, 2 if i == 0 else 1, i == 0, self.dtype, name=str(i))(x, train)
+        return x
+
+
+def xception39_out_channels() -> tuple[int, int, int]:
+    """Channels of the (1/8, 1/16, 1/32) features: 64, 128, 256."""
+    return tuple(mid * XCEPTION39_EXPANSION for _, mid in XCEPTION39_STAGES)
+
+
+class Xception39(nn.Module):
+    """Returns ``(feat8, feat16, feat32)`` with 64, 128 and 256 channels."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False):
+        x = ConvBNReLU(8, 3, 2, dtype=self.dtype, name="conv1")(x, train)  # (N, H/2, W/2, 8)
+        x = max_pool_3x3_s2(x)  # (N, H/4, W/4, 8)
+        features = []
+        for k, (num_blocks, mid) in enumerate(XCEPTION39_STAGES):
+            x = XceptionStage(num_blocks, mid, self.dtype, name=f"layer{k + 1}")(x, train)
+            features.append(x)
+        return tuple(features)

@@ -1,0 +1,27 @@
+"""Shared test fixtures: paths to the reference material and the real CamVid data."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("BISENET_SHARED_ROOT", REPO_ROOT.parent / "shared"))
+GOLDEN_DIR = SHARED / "docs" / "reference" / "golden"
+REFERENCE_DIR = SHARED / "docs" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> pathlib.Path:
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"reference material not found at {REFERENCE_DIR} (set BISENET_SHARED_ROOT)")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> pathlib.Path:
+    root = pathlib.Path(os.environ.get("BISENET_CAMVID_ROOT", SHARED / "data" / "camvid"))
+    if not (root / "train").is_dir() or not (root / "trainannot").is_dir():
+        pytest.skip(f"real CamVid not found at {root} (set BISENET_CAMVID_ROOT to the SegNet CamVid folder)")
+    return root
