@@ -7,8 +7,9 @@ the PyTorch ones (``../shared/docs/reference/pytorch_bisenetv1_state_dict.txt``)
 
 Named intermediate features are sown into the ``intermediates`` collection (call ``apply`` with
 ``mutable=["intermediates"]``): ``spatial_path``, ``context_1_8``, ``context_1_16``,
-``arm16_attention``, ``arm32_attention``, ``global_context``, ``ffm_attention``, ``fused``,
-``aux_logits_16``, ``aux_logits_32``.
+``cp/arm16/attention``, ``cp/arm32/attention``, ``cp/global_context``, ``ffm/attention``, ``fused``,
+and in training ``aux_logits_16``, ``aux_logits_32`` (paths in the collection; each value is a
+1-tuple, as ``sow`` stores them).
 """
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ layers, Context Embedding, 1/32) + Bilateral Guided Aggregation (``bga``) + ``he
 auxiliary heads ``aux2``, ``aux3``, ``aux4``, ``aux5_4`` run only in training. Names follow
 ``../shared/docs/reference/pytorch_bisenetv2_state_dict.txt`` (Sequential indices as ``"0"``...).
 
-Sown intermediates: ``detail``, ``semantic`` (after context embedding), ``semantic_1_4`` ...
-``semantic_1_32`` (S1S2, S3, S4, S5_4), ``bga``, ``aux_logits_*``.
+Sown intermediates: ``detail_branch``, ``semantic`` (after context embedding), ``semantic_1_4`` ...
+``semantic_1_32`` (S1S2, S3, S4, S5_4), ``aggregated`` (BGA output), ``aux_logits_*``. (Not
+``detail`` / ``bga``: those are submodule names, and a sown key may not reuse one.)
 """
 from __future__ import annotations
 
@@ -280,9 +281,9 @@ class BiSeNetV2(nn.Module):
         detail = DetailBranch(self.dtype, name="detail")(x, train)
         feat2, feat3, feat4, feat5_4, semantic = SemanticBranch(self.dtype, name="segment")(x, train)
         aggregated = BilateralGuidedAggregation(self.dtype, name="bga")(detail, semantic, train)
-        for key, value in (("detail", detail), ("semantic", semantic), ("semantic_1_4", feat2),
+        for key, value in (("detail_branch", detail), ("semantic", semantic), ("semantic_1_4", feat2),
                            ("semantic_1_8", feat3), ("semantic_1_16", feat4), ("semantic_1_32", feat5_4),
-                           ("bga", aggregated)):
+                           ("aggregated", aggregated)):
             self.sow("intermediates", key, value)
         logits = SegmentHead(1024, self.num_classes, 8, False, self.dtype, name="head")(aggregated, out_size, train)
         if not (train or self.is_initializing()):
