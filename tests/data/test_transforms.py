@@ -1,0 +1,196 @@
+"""Training and eval transforms: geometry shared by image and label, padding, jitter, normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bisenet_jax.data.transforms import EvalTransform, Normalizer, TrainTransform
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+COLOURS = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)], np.uint8)
+
+
+def _blocks(height: int = 30, width: int = 40) -> dict:
+    """A record whose image is COLOURS[label]: 4 quadrants plus a 255 (ignore) stripe."""
+    label = np.zeros((height, width), np.uint8)
+    label[: height // 2, width // 2 :] = 1
+    label[height // 2 :, : width // 2] = 2
+    label[height // 2 :, width // 2 :] = 3
+    image = COLOURS[label]
+    label[:, :3] = 255
+    return {"image": image, "label": label, "id": "blocks"}
+
+
+def _denormalize(image: np.ndarray) -> np.ndarray:
+    return (image * np.array(STD) + np.array(MEAN)) * 255.0
+
+
+def _transform(**kwargs) -> TrainTransform:
+    options = dict(crop_size=(24, 32), mean=MEAN, std=STD, color_jitter=0.0)
+    return TrainTransform(**(options | kwargs))
+
+
+def test_outputs_have_the_crop_size_and_contract_dtypes():
+    out = _transform(crop_size=(16, 20)).random_map(_blocks(), np.random.default_rng(0))
+    assert out["image"].shape == (16, 20, 3) and out["image"].dtype == np.float32
+    assert out["label"].shape == (16, 20) and out["label"].dtype == np.int32
+    assert set(out) == {"image", "label"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_image_and_label_get_the_same_scale_crop_and_flip(seed):
+    """Away from block edges every labelled pixel keeps its block's colour, whatever was drawn."""
+    out = _transform(scale_range=(0.5, 2.0)).random_map(_blocks(), np.random.default_rng(seed))
+    image, label = _denormalize(out["image"]), out["label"]
+    inside = label != 255
+    # Pixels whose 3x3 neighbourhood has one label are not blended by the bilinear resize.
+    padded = np.pad(label, 1, mode="edge")
+    uniform = np.all([padded[1 + dy : 1 + dy + label.shape[0], 1 + dx : 1 + dx + label.shape[1]] == label
+                      for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    check = inside & uniform
+    assert check.sum() > 50
+    np.testing.assert_allclose(image[check], COLOURS[label[check]], atol=1.5)
+
+
+def test_flip_mirrors_image_and_label_together():
+    record = _blocks()
+    rng_seeds = range(20)
+    outs = [_transform(crop_size=(30, 40), scales=(1.0,)).random_map(record, np.random.default_rng(s))
+            for s in rng_seeds]
+    flipped = [o for o in outs if o["label"][0, -1] == 255]  # the ignore stripe moved to the right
+    unflipped = [o for o in outs if o["label"][0, 0] == 255]
+    assert flipped and unflipped
+    for out in flipped:
+        np.testing.assert_array_equal(out["label"], np.asarray(record["label"], np.int32)[:, ::-1])
+        np.testing.assert_allclose(_denormalize(out["image"]), record["image"][:, ::-1], atol=0.01)
+
+
+def test_scale_one_crops_image_and_label_at_the_same_offset():
+    rng = np.random.default_rng(0)
+    record = {"image": rng.integers(0, 256, (20, 24, 3), np.uint8),
+              "label": rng.integers(0, 5, (20, 24), np.uint8), "id": "x"}
+    out = _transform(crop_size=(12, 16), scales=(1.0,), hflip=False).random_map(record, np.random.default_rng(3))
+    offsets = [(y, x) for y in range(9) for x in range(9)
+               if np.array_equal(out["label"], record["label"][y : y + 12, x : x + 16])]
+    assert len(offsets) == 1
+    y, x = offsets[0]
+    np.testing.assert_allclose(_denormalize(out["image"]), record["image"][y : y + 12, x : x + 16], atol=0.01)
+
+
+def test_region_resize_equals_resizing_the_whole_image_then_cropping():
+    """The transform resamples only the crop window; that must equal rescale-then-crop."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (37, 53, 3), np.uint8)
+    label = rng.integers(0, 5, (37, 53), np.uint8)
+    record = {"image": image, "label": label, "id": "x"}
+    for scale in (0.8, 1.7):
+        out = _transform(crop_size=(20, 25), scales=(scale,), hflip=False).random_map(record, np.random.default_rng(0))
+        height, width = round(37 * scale), round(53 * scale)
+        full_image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR), float)
+        full_label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
+        matches = [(y, x) for y in range(height - 19) for x in range(width - 24)
+                   if np.array_equal(out["label"], full_label[y : y + 20, x : x + 25])
+                   and np.abs(_denormalize(out["image"]) - full_image[y : y + 20, x : x + 25]).max() <= 1.01]
+        assert matches, f"no crop of the rescaled image matches at scale {scale}"
+
+
+def test_small_images_are_padded_with_zero_and_ignore():
+    record = {"image": np.full((10, 12, 3), 77, np.uint8), "label": np.ones((10, 12), np.uint8), "id": "x"}
+    out = _transform(crop_size=(16, 20), scales=(0.5,)).random_map(record, np.random.default_rng(0))
+    visible = out["label"] == 1
+    assert visible.sum() == 5 * 6
+    assert np.all(out["label"][~visible] == 255)
+    assert np.all(out["image"][~visible] == 0.0)
+    np.testing.assert_allclose(_denormalize(out["image"][visible]), 77, atol=0.01)
+
+
+def test_scales_list_is_used_instead_of_the_range():
+    record = {"image": np.zeros((10, 10, 3), np.uint8), "label": np.zeros((10, 10), np.uint8), "id": "x"}
+    transform = _transform(crop_size=(40, 40), scales=(1.0, 3.0))
+    visible = {int((transform.random_map(record, np.random.default_rng(s))["label"] == 0).sum()) for s in range(20)}
+    assert visible == {100, 900}
+
+
+def test_ignore_label_survives_rescaling():
+    record = _blocks()
+    out = _transform(scale_range=(1.3, 1.3)).random_map(record, np.random.default_rng(0))
+    assert set(np.unique(out["label"])) <= {0, 1, 2, 3, 255}
+
+
+def test_same_rng_seed_gives_the_same_example_and_other_seeds_differ():
+    transform = TrainTransform((24, 32), MEAN, STD)  # all augmentations on
+    record = _blocks()
+    a = transform.random_map(record, np.random.default_rng(7))
+    b = transform.random_map(record, np.random.default_rng(7))
+    c = transform.random_map(record, np.random.default_rng(8))
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+    assert not np.array_equal(a["image"], c["image"])
+
+
+def _jitter_reference(image: np.ndarray, factors, order) -> np.ndarray:
+    """Brightness, contrast, saturation as PIL's ImageEnhance defines them, in float, one by one."""
+    grey_weights = np.array([0.299, 0.587, 0.114])
+    x = image.astype(float)
+    for op in order:
+        f = factors[op]
+        if op == 0:  # Brightness: blend with black.
+            x = f * x
+        elif op == 1:  # Contrast: blend with the image's mean grey level.
+            x = f * x + (1 - f) * (x @ grey_weights).mean()
+        else:  # Saturation (Color): blend with each pixel's grey level.
+            x = f * x + (1 - f) * (x @ grey_weights)[..., None]
+    return x
+
+
+def test_colour_jitter_is_brightness_contrast_saturation_in_the_drawn_order():
+    image = np.random.default_rng(0).integers(100, 150, (16, 16, 3), np.uint8)
+    transform = TrainTransform((16, 16), MEAN, STD, color_jitter=0.4)
+    orders = set()
+    for seed in range(8):
+        jittered = np.asarray(transform._jitter(Image.fromarray(image), np.random.default_rng(seed)), float)
+        draws = np.random.default_rng(seed)  # The same draws the transform makes.
+        factors, order = draws.uniform(0.6, 1.4, size=3), draws.permutation(3)
+        orders.add(tuple(order))
+        reference = np.clip(_jitter_reference(image, factors, order), 0, 255)  # clipped once, at the end
+        np.testing.assert_allclose(jittered, reference, atol=0.51)
+    assert len(orders) > 2
+
+
+def test_colour_jitter_clips_to_the_uint8_range():
+    image = np.full((4, 4, 3), 250, np.uint8)
+    transform = TrainTransform((4, 4), MEAN, STD, color_jitter=0.9)
+    values = np.concatenate([np.asarray(transform._jitter(Image.fromarray(image), np.random.default_rng(s))).ravel()
+                             for s in range(10)])
+    assert values.max() == 255 and values.min() < 250
+
+
+def test_normalizer_matches_the_formula():
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8)
+    expected = (image / 255.0 - np.array(MEAN)) / np.array(STD)
+    out = Normalizer(MEAN, STD)(image)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_transform_keeps_the_original_size_and_id():
+    record = _blocks(31, 45)
+    out = EvalTransform(MEAN, STD).map(record)
+    assert out["image"].shape == (31, 45, 3) and out["image"].dtype == np.float32
+    assert out["label"].dtype == np.int32 and out["id"] == "blocks"
+    np.testing.assert_array_equal(out["label"], record["label"])
+    np.testing.assert_allclose(_denormalize(out["image"]), record["image"], atol=0.01)
+
+
+def test_bad_arguments_and_mismatched_sizes_are_reported():
+    with pytest.raises(ValueError, match="crop_size"):
+        TrainTransform((0, 10), MEAN, STD)
+    with pytest.raises(ValueError, match="scale_range"):
+        TrainTransform((10, 10), MEAN, STD, scale_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="color_jitter"):
+        TrainTransform((10, 10), MEAN, STD, color_jitter=1.5)
+    record = {"image": np.zeros((10, 12, 3), np.uint8), "label": np.zeros((10, 11), np.uint8), "id": "a.png"}
+    with pytest.raises(ValueError, match=r"a\.png.*differ in size"):
+        _transform().random_map(record, np.random.default_rng(0))
