@@ -377,6 +377,13 @@ def test_sources_pickle_and_feed_grain(camvid_generated_root):
     assert list(dataset) == ["0001TP_train_000", "0001TP_train_001", "0001TP_train_002"]
 
 
+def test_tfds_source_without_tensorflow_datasets_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Makes the import fail.
+    cfg = config("tfds", tfds={"name": "some_dataset", "num_classes": 3})
+    with pytest.raises(ImportError, match=r"needs tensorflow-datasets \(and tensorflow\): pip install 'bisenet_jax\[tfds\]'"):
+        create_source(cfg, "train")
+
+
 def test_folder_readers_never_import_tensorflow(camvid_generated_root):
     code = (
         "import sys, types\n"
