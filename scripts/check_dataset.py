@@ -40,12 +40,15 @@ def _override(config, dotted_key: str, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--name", required=True, help="cityscapes, camvid, coco_stuff, ade20k, custom, tfds, array_record, demo")
+    names = "cityscapes, camvid, coco_stuff, ade20k, custom, tfds, array_record, demo"
+    parser.add_argument("--name", required=True, help=names)
     parser.add_argument("--root", default="", help="dataset folder in its official layout")
     parser.add_argument("--splits", default="train,val", help="comma-separated splits (default: train,val)")
     parser.add_argument("--max_images", type=int, default=None, help="check only the first N records of each split")
     parser.add_argument("--threads", type=int, default=None, help="decoding threads (default: cores, at most 8)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="other data config fields, e.g. custom.num_classes=3")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="other data config fields, e.g. custom.num_classes=3"
+    )
     args = parser.parse_args(argv)
 
     config = default_data_config()

@@ -43,11 +43,14 @@ def encode_record(record: dict, image_format: str = "png") -> bytes:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"record {record.get('id')!r}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
     if label.dtype != np.uint8 or label.shape != image.shape[:2]:
-        raise ValueError(f"record {record.get('id')!r}: label must be uint8 {image.shape[:2]}, got {label.dtype} {label.shape}")
+        raise ValueError(
+            f"record {record.get('id')!r}: label must be uint8 {image.shape[:2]}, got {label.dtype} {label.shape}"
+        )
     record_id = str(record["id"]).encode("utf-8")
     image_bytes = _encode(image, image_format)
     label_bytes = _encode(label, "png")
-    return _HEADER.pack(_MAGIC, len(record_id), len(image_bytes), len(label_bytes)) + record_id + image_bytes + label_bytes
+    header = _HEADER.pack(_MAGIC, len(record_id), len(image_bytes), len(label_bytes))
+    return header + record_id + image_bytes + label_bytes
 
 
 def decode_record(data: bytes, where: str = "ArrayRecord record") -> tuple[np.ndarray, np.ndarray, str]:
@@ -56,8 +59,9 @@ def decode_record(data: bytes, where: str = "ArrayRecord record") -> tuple[np.nd
         raise ValueError(f"{where} is not a bisenet_jax record (bad header); was it written by write_array_record?")
     _, id_size, image_size, label_size = _HEADER.unpack_from(data)
     start = _HEADER.size
-    if len(data) != start + id_size + image_size + label_size:
-        raise ValueError(f"{where} is truncated: {len(data)} bytes, header says {start + id_size + image_size + label_size}")
+    expected = start + id_size + image_size + label_size
+    if len(data) != expected:
+        raise ValueError(f"{where} is truncated: {len(data)} bytes, header says {expected}")
     record_id = data[start : start + id_size].decode("utf-8")
     start += id_size
     image = read_image(io.BytesIO(data[start : start + image_size]), name=f"{where} ({record_id}) image")
@@ -80,7 +84,8 @@ def _encode(array: np.ndarray, image_format: str) -> bytes:
 
 def shard_paths(output_dir: str | os.PathLike, split: str, num_shards: int) -> list[str]:
     """The shard file names for a split: <split>-00000-of-0000N.array_record, ..."""
-    return [os.fspath(epath.Path(output_dir) / f"{split}-{i:05d}-of-{num_shards:05d}.array_record") for i in range(num_shards)]
+    folder = epath.Path(output_dir)
+    return [os.fspath(folder / f"{split}-{i:05d}-of-{num_shards:05d}.array_record") for i in range(num_shards)]
 
 
 def _write_shard(source: Any, path: str, indices: Sequence[int], image_format: str) -> int:
@@ -133,7 +138,9 @@ def write_array_record(
     return paths
 
 
-def _update_info_file(output: epath.Path, info: DatasetInfo, split: str, num_records: int, num_shards: int, image_format: str) -> None:
+def _update_info_file(
+    output: epath.Path, info: DatasetInfo, split: str, num_records: int, num_shards: int, image_format: str
+) -> None:
     path = output / INFO_FILE
     content = json.loads(path.read_text()) if path.exists() else {}
     splits = content.get("splits", {}) if content.get("name") == info.name else {}
@@ -195,4 +202,5 @@ class ArrayRecordSource(LabelledImageSource):
         return f"{self.root} {self.split}[{index}]"
 
     def __repr__(self) -> str:
-        return f"ArrayRecordSource({self.root!r}, split={self.split!r}, {len(self)} records in {len(self.paths)} shards)"
+        shards = f"{len(self)} records in {len(self.paths)} shards"
+        return f"ArrayRecordSource({self.root!r}, split={self.split!r}, {shards})"

@@ -126,7 +126,9 @@ def check_dataset(
     return DatasetReport(name, info, reports)
 
 
-def _check_split(data_config: Any, split: str, info: DatasetInfo, max_records: int | None, num_threads: int | None) -> SplitReport:
+def _check_split(
+    data_config: Any, split: str, info: DatasetInfo, max_records: int | None, num_threads: int | None
+) -> SplitReport:
     report = SplitReport(split)
     try:
         source = sources_lib.create_source(data_config, split)

@@ -360,16 +360,20 @@ CITYSCAPES_LAYOUT = """  <root>/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_
 class CityscapesSource(FileSource):
     """Cityscapes fine annotations: labelIds mapped to the 19 trainIds, or ready labelTrainIds files."""
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", use_train_id_files: bool = False, strict: bool = False):
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", use_train_id_files: bool = False, strict: bool = False
+    ):
         root = Path(root)
         image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
         for folder in (image_dir, label_dir):
-            _require_dir(folder, "Cityscapes", CITYSCAPES_LAYOUT, "Set data_config.root to the folder holding leftImg8bit/ and gtFine/.")
+            hint = "Set data_config.root to the folder holding leftImg8bit/ and gtFine/."
+            _require_dir(folder, "Cityscapes", CITYSCAPES_LAYOUT, hint)
         images = _files(image_dir, "*/*_leftImg8bit.png")
         _require_nonempty(images, "Cityscapes", split, image_dir, "<city>/*_leftImg8bit.png files")
 
         def label_for(kind: str) -> Callable[[Path], Path]:
-            return lambda image: label_dir / image.parent.name / image.name.replace("_leftImg8bit.png", f"_gtFine_{kind}.png")
+            suffix = f"_gtFine_{kind}.png"
+            return lambda image: label_dir / image.parent.name / image.name.replace("_leftImg8bit.png", suffix)
 
         def stem(image: Path) -> str:
             return image.name[: -len("_leftImg8bit.png")]
@@ -414,7 +418,9 @@ def reroot_segnet_path(path: str, root: str | os.PathLike) -> Path:
 class CamVidSource(FileSource):
     """CamVid as released with SegNet: split folders, or the split's list file re-rooted onto `root`."""
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", use_list_file: bool | None = None, strict: bool = False):
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", use_list_file: bool | None = None, strict: bool = False
+    ):
         root = Path(root)
         list_file = root / f"{split}.txt"
         if use_list_file is None:
@@ -422,10 +428,13 @@ class CamVidSource(FileSource):
         info = datasets.get_dataset_info("camvid")
         if use_list_file:
             if not list_file.is_file():
-                raise FileNotFoundError(f"CamVid list file {list_file} does not exist. Expected layout:\n{CAMVID_LAYOUT}")
+                raise FileNotFoundError(
+                    f"CamVid list file {list_file} does not exist. Expected layout:\n{CAMVID_LAYOUT}"
+                )
             pairs = [(reroot_segnet_path(a, root), reroot_segnet_path(b, root)) for a, b in _read_pairs(list_file)]
             _require_nonempty(pairs, "CamVid", split, list_file, "image/label lines")
-            _check_pairs_exist(pairs, f"CamVid list file {list_file}", hint=f"the list's /SegNet/CamVid/ prefix is replaced by root={root}")
+            hint = f"the list's /SegNet/CamVid/ prefix is replaced by root={root}"
+            _check_pairs_exist(pairs, f"CamVid list file {list_file}", hint=hint)
             samples = [(str(image), str(label), image.stem) for image, label in pairs]
         else:
             image_dir, label_dir = root / split, root / f"{split}annot"
@@ -536,7 +545,8 @@ def custom_samples_from_folders(
     """(image, label, id) pairing images and labels by relative folder and file stem (any image extension)."""
     image_dir, label_dir = Path(image_dir), Path(label_dir)
     for folder in (image_dir, label_dir):
-        _require_dir(folder, "custom dataset", CUSTOM_LAYOUT, "Set data_config.custom.image_dir / label_dir (relative to root).")
+        hint = "Set data_config.custom.image_dir / label_dir (relative to root)."
+        _require_dir(folder, "custom dataset", CUSTOM_LAYOUT, hint)
     images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     _require_nonempty(images, "custom dataset", split, image_dir, f"images ({', '.join(IMAGE_EXTENSIONS)})")
     labels = {}
@@ -578,7 +588,9 @@ def parse_label_map(value: Any) -> dict[int, int] | None:
             src, dst = item.split(":")
             mapping[int(src)] = int(dst)
         except ValueError:
-            raise ValueError(f"label_map entry {item!r} in {value!r} is not `src:dst` with integer ids, e.g. \"0:255,1:0,2:1\"") from None
+            raise ValueError(
+                f"label_map entry {item!r} in {value!r} is not `src:dst` with integer ids, e.g. \"0:255,1:0,2:1\""
+            ) from None
     return mapping or None
 
 
@@ -617,8 +629,8 @@ def _custom_source(config: Any, split: str) -> FileSource:
     if list_file:
         samples = custom_samples_from_list(root / list_file, split)
     else:
-        dirs = [root / str(_get(options, key, default)) for key, default in (("image_dir", "images"), ("label_dir", "labels"))]
-        image_dir, label_dir = (_split_dir(d, split) for d in dirs)
+        image_dir = _split_dir(root / str(_get(options, "image_dir", "images")), split)
+        label_dir = _split_dir(root / str(_get(options, "label_dir", "labels")), split)
         samples = custom_samples_from_folders(image_dir, label_dir, str(_get(options, "label_suffix", "")), split)
     return FileSource(samples, info, split, info.label_map, strict=bool(_get(config, "strict", False)))
 
@@ -680,7 +692,10 @@ class TfdsSource(LabelledImageSource):
         features = builder.info.features
         for key, field in ((image_key, "image_key"), (label_key, "label_key"), (id_key, "id_key")):
             if key and key not in features:
-                raise KeyError(f"TFDS dataset {name!r} has no feature {key!r} (data_config.tfds.{field}); its features: {sorted(features.keys())}")
+                raise KeyError(
+                    f"TFDS dataset {name!r} has no feature {key!r} (data_config.tfds.{field}); "
+                    f"its features: {sorted(features.keys())}"
+                )
         try:
             self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
         except Exception as error:  # TFDS raises several types here; the hint is the same.
@@ -703,12 +718,16 @@ class TfdsSource(LabelledImageSource):
         elif image.shape[-1] == 4:
             image = image[..., :3]
         if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"{where}: feature {self.image_key!r} has shape {image.shape}, expected (H, W, 3) or (H, W, 1)")
+            raise ValueError(
+                f"{where}: feature {self.image_key!r} has shape {image.shape}, expected (H, W, 3) or (H, W, 1)"
+            )
         label = np.asarray(example[self.label_key])
         if label.ndim == 3 and label.shape[-1] == 1:
             label = label[..., 0]
         if label.ndim != 2:
-            raise ValueError(f"{where}: feature {self.label_key!r} has shape {label.shape}, expected (H, W) or (H, W, 1)")
+            raise ValueError(
+                f"{where}: feature {self.label_key!r} has shape {label.shape}, expected (H, W) or (H, W, 1)"
+            )
         if label.dtype != np.uint8:
             if label.size and (label.min() < 0 or label.max() > 255):
                 raise ValueError(f"{where}: mask values {label.min()}..{label.max()} do not fit uint8 ids 0..255")
@@ -767,7 +786,7 @@ def _demo_source(config: Any, split: str):
 def _array_record_source(config: Any, split: str):
     from bisenet_jax.data import array_record  # Local import keeps array_record optional here.
 
-    return array_record.ArrayRecordSource(_get(config, "root", ""), split)
+    return array_record.ArrayRecordSource(_get(config, "root", ""), split, strict=bool(_get(config, "strict", False)))
 
 
 def _folder_reader(cls, **option_keys):

@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bisenet_jax.data.check import check_dataset
 
@@ -22,7 +23,8 @@ def load_script():
 
 
 def custom_config(root, num_classes=3, **options):
-    return types.SimpleNamespace(name="custom", root=str(root), custom=types.SimpleNamespace(num_classes=num_classes, **options))
+    options = types.SimpleNamespace(num_classes=num_classes, **options)
+    return types.SimpleNamespace(name="custom", root=str(root), custom=options)
 
 
 def test_clean_dataset_histogram_counts_every_pixel(files, tmp_path):
@@ -95,7 +97,8 @@ def test_cli_exit_status_and_overrides(files, tmp_path, capsys):
 
 
 def test_demo_dataset_checks_clean():
-    config = types.SimpleNamespace(name="demo", root="", demo=types.SimpleNamespace(num_train=4, num_val=2, seed=0, image_size=(32, 40)))
+    options = types.SimpleNamespace(num_train=4, num_val=2, seed=0, image_size=(32, 40))
+    config = types.SimpleNamespace(name="demo", root="", demo=options)
     report = check_dataset(config, splits=["val"])
     assert report.ok and report.splits[0].sizes == {(40, 32): 2}
     assert report.splits[0].class_pixels.sum() + report.splits[0].ignore_pixels == 2 * 32 * 40
@@ -112,9 +115,9 @@ def test_real_camvid_val_checks_clean(camvid_root, capsys):
 def test_real_camvid_histogram_matches_raw_label_counts(camvid_root):
     config = types.SimpleNamespace(name="camvid", root=str(camvid_root))
     split = check_dataset(config, splits=["train"], max_records=5).splits[0]
-    from PIL import Image  # Recount from the raw files: 0..10 classes, 11 ignored.
-
-    raw = np.concatenate([np.asarray(Image.open(path)).ravel() for path in sorted((camvid_root / "trainannot").glob("*.png"))[:5]])
+    # Recount from the raw files: 0..10 classes, 11 ignored.
+    paths = sorted((camvid_root / "trainannot").glob("*.png"))[:5]
+    raw = np.concatenate([np.asarray(Image.open(path)).ravel() for path in paths])
     counts = np.bincount(raw, minlength=256)
     assert split.class_pixels.tolist() == counts[:11].tolist()
     assert split.ignore_pixels == counts[11] + counts[255]

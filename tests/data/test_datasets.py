@@ -125,7 +125,8 @@ def test_unknown_dataset_error_lists_known_names():
 def test_config_defined_datasets_need_the_config():
     with pytest.raises(KeyError, match=r"call get_dataset_info\(data_config\)"):
         get_dataset_info("custom")
-    config = types.SimpleNamespace(name="custom", custom=types.SimpleNamespace(num_classes=3, ignore_label=255, class_names="a,b,c"))
+    options = types.SimpleNamespace(num_classes=3, ignore_label=255, class_names="a,b,c")
+    config = types.SimpleNamespace(name="custom", custom=options)
     info = get_dataset_info(config)
     assert info.num_classes == 3 and info.class_names == ("a", "b", "c")
     np.testing.assert_array_equal(info.palette, make_palette(3))
