@@ -67,7 +67,7 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], template: Mapping[s
     """Fill a Flax variable tree shaped like ``template`` from a numpy/PyTorch-layout state_dict.
 
     Raises a ValueError listing missing, unexpected and mis-shaped keys (``num_batches_tracked``
-    entries are accepted and ignored).
+    entries of the template's BatchNorms are accepted and ignored; others are unexpected).
     """
     table = key_table(template)
     flat_template = {path: value for collection in ("params", "batch_stats") for path, value in
@@ -75,8 +75,11 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], template: Mapping[s
                          (collection,) + p, v) for p, v in
                          traverse_util.flatten_dict(dict(template.get(collection, {}))).items())}
     expected = {torch_key for _, torch_key in table}
-    given = {k for k in state_dict if not k.endswith("num_batches_tracked")}
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    batch_norms = set(batch_norm_prefixes(template))
+    given = {k for k in state_dict if not k.endswith(".num_batches_tracked")}
+    stray_counters = {k for k in state_dict
+                      if k.endswith(".num_batches_tracked") and k[: -len(".num_batches_tracked")] not in batch_norms}
+    missing, unexpected = sorted(expected - given), sorted((given - expected) | stray_counters)
     out, misshaped = {}, []
     for path, torch_key in table:
         if torch_key not in state_dict:
@@ -100,12 +103,13 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _mismatch_message(missing, unexpected, misshaped, limit: int = 20) -> str:
+def _mismatch_message(missing, unexpected, misshaped, limit: int = 20,
+                      header: str = "state_dict does not match the model:") -> str:
     def block(title, items):
         if not items:
             return ""
         shown = "\n  ".join(items[:limit])
         more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
         return f"\n{title} ({len(items)}):\n  {shown}{more}"
-    return ("state_dict does not match the model:" + block("missing keys", missing)
+    return (header + block("missing keys", missing)
             + block("unexpected keys", unexpected) + block("mis-shaped keys", misshaped))
