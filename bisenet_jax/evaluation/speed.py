@@ -1,0 +1,324 @@
+"""Inference speed: latency, FPS, parameters and GFLOPs, measured under a protocol that is printed.
+
+Protocol (what ``benchmark`` does, and what ``format_protocol`` prints next to the numbers):
+
+- the forward pass of the model in inference mode (BatchNorm statistics, no auxiliary heads) on
+  one random input of fixed shape, logits at the input resolution (N, H, W, C) as the output;
+- JAX: the whole forward pass is one ``jax.jit`` program, compiled ahead of time (the compile
+  time is reported separately and never timed as latency); the output is waited for with
+  ``block_until_ready`` in every iteration;
+- PyTorch (``compare_torch``): the reference module from ``bisenet_jax.convert.torch_models`` in
+  eager mode, ``eval()`` under ``torch.inference_mode()``, NCHW float input, the same weights, and
+  ``torch.set_num_threads`` equal to the number of CPUs JAX may use;
+- ``warmup`` untimed iterations, then ``iterations`` timed ones; latency is the median with the
+  10th and 90th percentiles; FPS = batch size / median latency. When both frameworks run, their
+  iterations alternate (JAX, PyTorch, JAX, ...), so load from other processes on a shared
+  machine hits both alike; the load average before and after is printed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bisenet_jax.models import create_model
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass
+class SpeedResult:
+    """One (framework, model, shape, precision) measurement. Latencies in milliseconds."""
+
+    framework: str
+    model: str
+    batch_size: int
+    height: int
+    width: int
+    precision: str
+    latency_ms_median: float
+    latency_ms_p10: float
+    latency_ms_p90: float
+    latency_ms_min: float
+    fps: float
+    iterations: int
+    warmup: int
+    compile_seconds: float
+    threads: int
+    params: int
+    gflops: float  # XLA cost analysis of the compiled forward (2 FLOPs per multiply-add); NaN for torch
+    max_abs_diff: float = float("nan")  # torch only: |torch - jax| logits on the benchmark input
+
+    @property
+    def gmacs(self) -> float:
+        """Multiply-adds, what most papers call FLOPs."""
+        return self.gflops / 2
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def random_variables(model: Any, input_shape: Sequence[int], seed: int = 0) -> dict:
+    """Variables with the model's shapes filled on the host: fan-in scaled normal kernels, zero
+    biases, BatchNorm scale 1 / mean 0 / var 1.
+
+    Seconds instead of the minute ``jax.jit(model.init)`` can take for a ResNet on two CPU cores;
+    speed does not depend on the values as long as they are finite and not denormal.
+    """
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32), train=False))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = getattr(path[-1], "key", str(path[-1]))
+        if name == "kernel":
+            fan_in = math.prod(leaf.shape[:-1])
+            return (rng.standard_normal(leaf.shape) * math.sqrt(2.0 / fan_in)).astype(leaf.dtype)
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, leaf.dtype)
+        return np.zeros(leaf.shape, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def count_parameters(variables: dict) -> int:
+    """Number of trainable parameters (the ``params`` collection)."""
+    return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(variables["params"])))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (what XLA's CPU thread pool is sized to)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
+    """Latency statistics (ms) and FPS of per-iteration wall times in seconds."""
+    ms = np.asarray(seconds, np.float64) * 1e3
+    median = float(np.median(ms))
+    return {"latency_ms_median": median, "latency_ms_p10": float(np.percentile(ms, 10)),
+            "latency_ms_p90": float(np.percentile(ms, 90)), "latency_ms_min": float(ms.min()),
+            "fps": batch_size * 1e3 / median}
+
+
+def compile_jax_forward(model: Any, variables: dict, x: jax.Array) -> tuple[Callable, float, float]:
+    """Ahead-of-time compiled forward: returns (compiled fn, compile seconds, XLA GFLOPs)."""
+    forward = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+    start = time.perf_counter()
+    compiled = forward.lower(variables, x).compile()
+    compile_seconds = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    gflops = float(cost.get("flops", float("nan"))) / 1e9 if cost else float("nan")
+    return compiled, compile_seconds, gflops
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, width: int, *,
+                    model_name: str = "model", precision: str = "float32", warmup: int = 3,
+                    iterations: int = 10, torch_model: Any = None, seed: int = 0) -> list[SpeedResult]:
+    """Times ``model`` (already built with the compute dtype of ``precision``) on one input shape.
+
+    With ``torch_model`` (a PyTorch module holding the same weights), it runs the same protocol in
+    the same loop, iterations alternating, and is returned as a second result.
+    """
+    if warmup < 0 or iterations < 1:
+        raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup} and {iterations}")
+    variables = jax.device_put(variables)
+    x_host = np.random.default_rng(seed).standard_normal((batch_size, height, width, 3)).astype(np.float32)
+    x = jax.device_put(x_host)
+    compiled, compile_seconds, gflops = compile_jax_forward(model, variables, x)
+    runners = {"jax": lambda: compiled(variables, x).block_until_ready()}
+    setup = {"jax": compile_seconds}
+    if torch_model is not None:
+        runners["torch"], setup["torch"] = _torch_runner(torch_model, x_host, precision)
+
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    times = {name: [] for name in runners}
+    for _ in range(iterations):
+        for name, run in runners.items():  # alternate, so that outside load hits both alike
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+
+    common = dict(model=model_name, batch_size=batch_size, height=height, width=width, precision=precision,
+                  iterations=iterations, warmup=warmup)
+    results = [SpeedResult(framework="jax", **common, **summarize(times["jax"], batch_size),
+                           compile_seconds=compile_seconds, threads=available_cpus(),
+                           params=count_parameters(variables), gflops=gflops)]
+    if torch_model is not None:
+        import torch
+
+        diff = _max_abs_diff(compiled(variables, x), runners["torch"].output())
+        results.append(SpeedResult(framework="torch", **common, **summarize(times["torch"], batch_size),
+                                   compile_seconds=setup["torch"], threads=torch.get_num_threads(),
+                                   params=sum(p.numel() for p in torch_model.parameters()),
+                                   gflops=float("nan"), max_abs_diff=diff))
+    return results
+
+
+def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tuple[int, int]] = ((512, 1024),),
+              batch_sizes: Sequence[int] = (1,), precisions: Sequence[str] = ("float32",), *,
+              warmup: int = 3, iterations: int = 10, compare_torch: bool = False, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> list[SpeedResult]:
+    """``benchmark_model`` for a registered model over every (precision, resolution, batch size).
+
+    Weights are ``random_variables`` (speed does not depend on them); with ``compare_torch`` the
+    same weights are loaded into ``build_torch_model(model_name, num_classes, aux_heads=False)``.
+    """
+    results = []
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        model = create_model(model_name, num_classes, dtype=precision, aux_heads=False)
+        variables = random_variables(model, (1, 64, 64, 3), seed)
+        torch_model = _torch_model(model_name, num_classes, variables) if compare_torch else None
+        for height, width in resolutions:
+            for batch_size in batch_sizes:
+                results += benchmark_model(model, variables, batch_size, height, width, model_name=model_name,
+                                           precision=precision, warmup=warmup, iterations=iterations,
+                                           torch_model=torch_model, seed=seed)
+                if progress is not None:
+                    progress(format_results(results[-1 - int(compare_torch):]))
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+def environment() -> dict[str, Any]:
+    """Device, software and load facts printed with every benchmark."""
+    device = jax.devices()[0]
+    info = {
+        "device": f"{device.platform}: {_cpu_name() if device.platform == 'cpu' else device.device_kind}",
+        "jax_devices": jax.device_count(),
+        "cpus_available": available_cpus(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def format_protocol(env: dict[str, Any], warmup: int, iterations: int) -> str:
+    """The measurement protocol and environment, printed above the numbers."""
+    load = env.get("load_average")
+    lines = [
+        f"device: {env['device']} ({env['cpus_available']} CPUs available to this process)",
+        f"software: jax {env['jax']}" + (f", torch {env['torch']}" if "torch" in env else "")
+        + f", python {env['python']}; XLA_FLAGS={env['xla_flags'] or '(none)'}",
+        f"protocol: inference forward (BN statistics, no aux heads), random input, {warmup} warm-up + "
+        f"{iterations} timed iterations, median latency [p10, p90]; FPS = batch / median; "
+        "JAX: one jit program, compiled ahead of time, block_until_ready; PyTorch: eager, eval(), "
+        "inference_mode(), NCHW, same weights, same threads, iterations alternating with JAX",
+    ]
+    if load is not None:
+        lines.append(f"load average (1, 5, 15 min) at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+                     f" on {os.cpu_count()} CPUs (other processes compete for the CPU when this exceeds ~0)")
+    return "\n".join(lines)
+
+
+def format_results(results: Sequence[SpeedResult]) -> str:
+    """A table of results; for each JAX/PyTorch pair the speed-up (torch latency / jax latency)."""
+    header = (f"{'framework':<9} {'model':<14} {'input (NxHxW)':<15} {'precision':<9} {'median ms':>9} "
+              f"{'p10':>8} {'p90':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7}")
+    lines = [header, "-" * len(header)]
+    jax_latency = {}
+    for r in results:
+        key = (r.model, r.batch_size, r.height, r.width, r.precision)
+        gflops = "" if r.gflops != r.gflops else f"{r.gflops:7.1f}"
+        line = (f"{r.framework:<9} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} {r.precision:<9} "
+                f"{r.latency_ms_median:9.1f} {r.latency_ms_p10:8.1f} {r.latency_ms_p90:8.1f} {r.fps:7.2f} "
+                f"{r.compile_seconds:9.1f} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7}")
+        if r.framework == "jax":
+            jax_latency[key] = r.latency_ms_median
+        elif key in jax_latency:
+            line += (f"   JAX speed-up x{r.latency_ms_median / jax_latency[key]:.2f}"
+                     f" (max |diff| {r.max_abs_diff:.1e})")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch side
+
+
+def _torch_model(model_name: str, num_classes: int, variables: dict):
+    """The PyTorch reference module with ``variables`` loaded, in eval mode."""
+    try:
+        from bisenet_jax.convert import to_torch_state_dict
+        from bisenet_jax.convert.torch_models import build_torch_model
+    except ImportError as error:
+        raise ImportError(f"--compare-torch needs PyTorch and bisenet_jax.convert.torch_models: {error}. "
+                          "Install the torch extra: pip install -e '.[torch]'") from error
+    torch_model = build_torch_model(model_name, num_classes, aux_heads=False)
+    torch_model.load_state_dict(to_torch_state_dict(variables, model_name, aux_heads=False, as_torch=True))
+    return torch_model.eval()
+
+
+class _TorchRun:
+    """A callable running the torch model once on a fixed input; keeps the last output."""
+
+    def __init__(self, module, x):
+        self.module, self.x, self.last = module, x, None
+
+    def __call__(self):
+        import torch
+
+        with torch.inference_mode():
+            self.last = self.module(self.x)
+        return self.last
+
+    def output(self) -> np.ndarray:
+        return self.last.float().permute(0, 2, 3, 1).numpy()
+
+
+def _torch_runner(torch_model, x_nhwc: np.ndarray, precision: str) -> tuple[_TorchRun, float]:
+    """A runner for ``torch_model`` on the NCHW version of the input, with JAX's thread count."""
+    import torch
+
+    torch.set_num_threads(available_cpus())
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    start = time.perf_counter()
+    module = torch_model.to(dtype).eval()
+    x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).to(dtype)
+    return _TorchRun(module, x), time.perf_counter() - start
+
+
+def _max_abs_diff(jax_logits: jax.Array, torch_logits: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(jax_logits, np.float32) - torch_logits)))
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

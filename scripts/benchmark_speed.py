@@ -1,0 +1,68 @@
+"""Inference latency / FPS, parameters and GFLOPs of BiSeNet models, with the protocol printed.
+
+  python scripts/benchmark_speed.py --model bisenetv1_r18 --resolutions 1024x2048 512x1024
+  python scripts/benchmark_speed.py --model bisenetv1_r18 --resolutions 1024x2048 --compare-torch
+  python scripts/benchmark_speed.py --model bisenetv2 --precisions float32 bfloat16 --batch-sizes 1 4
+
+Weights are random (speed does not depend on them). With --compare-torch the PyTorch reference
+module runs in the same process under the same protocol, and the JAX speed-up is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution must be HEIGHTxWIDTH, e.g. 1024x2048, got {text!r}") from None
+    return height, width
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", nargs="+", default=["bisenetv1_r18"], help="model name(s), e.g. bisenetv1_r18 bisenetv2")
+    parser.add_argument("--num-classes", type=int, default=19)
+    parser.add_argument("--resolutions", nargs="+", type=_resolution, default=[(1024, 2048)], help="HxW, e.g. 1024x2048")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations (default 3)")
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations (default 20)")
+    parser.add_argument("--compare-torch", action="store_true", help="also time the PyTorch reference module")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="restrict this process (JAX and PyTorch) to the first N CPUs (default: all available)")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    if args.threads:  # before JAX starts: XLA sizes its thread pool from the CPU affinity
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+    import dataclasses
+
+    from bisenet_jax.evaluation import speed
+
+    env = speed.environment()
+    print(speed.format_protocol(env, args.warmup, args.iterations), flush=True)
+    results = []
+    for name in args.model:
+        results += speed.benchmark(name, args.num_classes, args.resolutions, args.batch_sizes, args.precisions,
+                                   warmup=args.warmup, iterations=args.iterations,
+                                   compare_torch=args.compare_torch, progress=lambda text: print(text, flush=True))
+    print()
+    print(speed.format_results(results))
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.json:
+        payload = {"environment": env, "load_average_end": load, "warmup": args.warmup,
+                   "iterations": args.iterations, "results": [dataclasses.asdict(r) for r in results]}
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
