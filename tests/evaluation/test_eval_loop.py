@@ -1,0 +1,97 @@
+"""The split-level evaluation loop, its JSON output, and one BiSeNet through the eval step."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bisenet_jax.evaluation import evaluator, metrics
+from bisenet_jax.evaluation.speed import random_variables
+from bisenet_jax.models import create_model
+
+IGNORE = 255
+
+
+def make_batches(images, labels, sizes, ids=None):
+    batches, start = [], 0
+    for size in sizes:
+        batch = {"image": images[start:start + size], "label": labels[start:start + size]}
+        batch["id"] = ids[start:start + size] if ids is not None else [f"img{i}" for i in range(start, start + size)]
+        batches.append(batch)
+        start += size
+    return batches
+
+
+@pytest.fixture(scope="module")
+def split(tiny_images):
+    images = np.concatenate([np.asarray(tiny_images), np.asarray(tiny_images[:1]) * -1.0])  # (3, 48, 64, 3)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (3, 48, 64)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.3] = IGNORE
+    return images, labels
+
+
+def test_evaluate_equals_numpy_metrics_of_the_predictions_with_a_padded_last_batch(tiny_model, split):
+    model, variables = tiny_model
+    images, labels = split
+    results = evaluator.evaluate(model, variables, make_batches(images, labels, [2, 1]), 4, IGNORE,
+                                 progress=False, class_names=["a", "b", "c", "d"])
+    predictions = np.asarray(model.apply(variables, jnp.asarray(images))).argmax(-1)
+    valid = labels != IGNORE
+    expected = np.bincount(labels[valid] * 4 + predictions[valid], minlength=16).reshape(4, 4)
+    np.testing.assert_array_equal(results["confusion_matrix"], expected)
+    assert results["miou"] == pytest.approx(metrics.compute_metrics(expected)["miou"])
+    assert results["num_images"] == 3 and results["num_pixels"] == valid.sum()
+    assert results["mode"] == "ss" and results["class_names"] == ["a", "b", "c", "d"]
+
+
+def test_padding_examples_with_empty_ids_are_not_counted(tiny_model, split):
+    model, variables = tiny_model
+    images, labels = split
+    labels = labels.copy()
+    labels[2] = IGNORE  # what the data pipeline pads shards with
+    results = evaluator.evaluate(model, variables, make_batches(images, labels, [3], ids=["a", "b", ""]), 4, IGNORE,
+                                 progress=False)
+    assert results["num_images"] == 2
+    assert results["num_pixels"] == int(np.sum(labels != IGNORE))
+
+
+def test_results_are_saved_as_strict_json_with_null_for_undefined_classes(tiny_model, split, tmp_path):
+    model, variables = tiny_model
+    images, labels = split
+    results = evaluator.evaluate(model, variables, make_batches(images, labels, [2, 1]), 6, IGNORE,
+                                 progress=False)  # classes 4 and 5 never occur
+    path = evaluator.save_results(results, tmp_path / "eval" / "results.json")
+    text = path.read_text()
+    loaded = json.loads(text)
+    assert loaded["iou"][4] is None and loaded["iou"][5] is None
+    assert loaded["miou"] == pytest.approx(results["miou"])
+    assert loaded["confusion_matrix"] == results["confusion_matrix"]
+    assert "NaN" not in text
+    assert len(text.splitlines()) < 80  # one line per confusion row, not per number
+
+
+def test_format_results_names_the_protocol_and_every_class(tiny_model, split):
+    model, variables = tiny_model
+    images, labels = split
+    config = evaluator.default_eval_config()
+    config.update(mode="msf", scales=(1.0,), flip=True)
+    results = evaluator.evaluate(model, variables, make_batches(images, labels, [3]), 4, IGNORE, config,
+                                 progress=False, class_names=["road", "sky", "car", "tree"])
+    text = evaluator.format_results(results)
+    assert "msf: scales (1.0,), flip" in text and "3 images" in text
+    assert all(name in text for name in ("road", "sky", "car", "tree", "mIoU"))
+
+
+def test_eval_step_of_a_bisenet_counts_every_labelled_pixel_once():
+    model = create_model("bisenetv1_r18", 5, aux_heads=False)
+    variables = random_variables(model, (1, 64, 96, 3))
+    images = jax.random.normal(jax.random.key(0), (1, 64, 96, 3))
+    labels = np.random.default_rng(1).integers(0, 5, (1, 64, 96)).astype(np.int32)
+    labels[0, :10] = IGNORE
+    confusion = np.asarray(evaluator.make_eval_step(model, 5)(variables, images, labels))
+    assert confusion.shape == (5, 5) and confusion.sum() == 54 * 96
+    np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(labels[0, 10:].ravel(), minlength=5))

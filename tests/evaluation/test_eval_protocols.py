@@ -1,0 +1,138 @@
+"""ss, ssc, msf and mscf against independent computations with the model called directly."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bisenet_jax.evaluation import evaluator
+from bisenet_jax.evaluation.evaluator import default_eval_config
+
+
+def config(**overrides):
+    cfg = default_eval_config()
+    cfg.update(overrides)
+    return cfg
+
+
+def scores(model, variables, images, **overrides):
+    fn = evaluator.make_score_fn(evaluator.model_logits_fn(model), config(**overrides))
+    return np.asarray(jax.jit(fn)(variables, images))
+
+
+def logits(model, variables, images):
+    """The model called directly (one jitted program per shape, cheaper than op-by-op)."""
+    return np.asarray(_apply(model)(variables, jnp.asarray(images)))
+
+
+@functools.cache
+def _apply(model):
+    return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def bilinear(x, shape):
+    return jax.image.resize(x, shape, "bilinear", antialias=False)
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_window_starts_cover_the_image_and_end_at_the_edge():
+    assert evaluator.window_starts(100, 40, 27) == [0, 27, 54, 60]
+    assert evaluator.window_starts(40, 40, 27) == [0]
+    assert evaluator.window_starts(30, 40, 27) == [0]
+    assert evaluator.stride_pixels(1024, 2 / 3) == 683
+    assert evaluator.stride_pixels(1024, 512) == 512
+    with pytest.raises(ValueError, match="stride"):
+        evaluator.stride_pixels(1024, 0)
+
+
+def test_sliding_window_equals_whole_image_when_the_crop_covers_the_image(tiny_model, tiny_images):
+    model, variables = tiny_model
+    whole = scores(model, variables, tiny_images, mode="ss")
+    cropped = scores(model, variables, tiny_images, mode="ssc", crop_size=(48, 64), stride=2 / 3)
+    np.testing.assert_array_equal(cropped, whole)
+
+
+def test_sliding_window_averages_logits_of_overlapping_crops(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)
+    result = scores(model, variables, images, mode="ssc", crop_size=(32, 40), stride=0.5)
+    # Independent computation: windows at rows (0, 16) and columns (0, 20, 24).
+    total = np.zeros(result.shape, np.float64)
+    count = np.zeros(result.shape[:3] + (1,))
+    for y in (0, 16):
+        for x in (0, 20, 24):
+            total[:, y:y + 32, x:x + 40] += logits(model, variables, images[:, y:y + 32, x:x + 40])
+            count[:, y:y + 32, x:x + 40] += 1
+    np.testing.assert_allclose(result, total / count, rtol=1e-5, atol=1e-5)
+
+
+def test_images_smaller_than_the_crop_are_padded_with_zeros_and_cut_back(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)
+    result = scores(model, variables, images, mode="ssc", crop_size=(64, 64), stride=2 / 3)
+    padded = np.pad(images, ((0, 0), (0, 16), (0, 0), (0, 0)))
+    np.testing.assert_allclose(result, logits(model, variables, padded)[:, :48], rtol=1e-5, atol=1e-5)
+    assert result.shape == (2, 48, 64, 4)
+
+
+def test_msf_with_scale_one_and_no_flip_equals_single_scale(tiny_model, tiny_images):
+    model, variables = tiny_model
+    ss = scores(model, variables, tiny_images, mode="ss")
+    msf = scores(model, variables, tiny_images, mode="msf", scales=(1.0,), flip=False)
+    np.testing.assert_allclose(msf, softmax(ss), rtol=1e-5, atol=1e-6)
+    predict_ss = evaluator.make_predict_fn(model, config(mode="ss"))(variables, tiny_images)
+    predict_msf = evaluator.make_predict_fn(model, config(mode="msf", scales=(1.0,), flip=False))(variables, tiny_images)
+    np.testing.assert_array_equal(predict_msf, predict_ss)
+
+
+def test_flip_sums_probabilities_of_the_image_and_of_its_mirror_flipped_back(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)
+    result = scores(model, variables, images, mode="msf", scales=(1.0,), flip=True)
+    mirrored = logits(model, variables, images[:, :, ::-1])[:, :, ::-1]
+    expected = softmax(logits(model, variables, images)) + softmax(mirrored)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+    # The model is not mirror-symmetric, so flipping really changed something.
+    assert np.abs(mirrored - logits(model, variables, images)).max() > 1e-3
+
+
+def test_multi_scale_sums_probabilities_of_rescaled_images_resized_back(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)
+    result = scores(model, variables, images, mode="msf", scales=(0.75, 1.5), flip=False)
+    expected = 0
+    for size in ((36, 48), (72, 96)):
+        scaled = bilinear(images, (2, *size, 3))
+        back = bilinear(logits(model, variables, scaled), (2, 48, 64, 4))
+        expected = expected + softmax(np.asarray(back))
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5)
+    assert np.allclose(result.sum(-1), 2.0, atol=1e-4)  # two probability maps summed
+
+
+def test_mscf_equals_msf_when_the_crop_covers_the_image(tiny_model, tiny_images):
+    model, variables = tiny_model
+    msf = scores(model, variables, tiny_images, mode="msf", scales=(1.0,), flip=True)
+    mscf = scores(model, variables, tiny_images, mode="mscf", scales=(1.0,), flip=True, crop_size=(48, 64))
+    np.testing.assert_allclose(mscf, msf, rtol=1e-5, atol=1e-6)
+
+
+def test_mscf_uses_sliding_crops_at_each_scale(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)
+    result = scores(model, variables, images, mode="mscf", scales=(1.0,), flip=False, crop_size=(32, 40), stride=0.5)
+    crops = scores(model, variables, images, mode="ssc", crop_size=(32, 40), stride=0.5)
+    np.testing.assert_allclose(result, softmax(crops), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_mode_names_the_valid_ones(tiny_model):
+    model, _ = tiny_model
+    with pytest.raises(ValueError, match="ss, ssc, msf, mscf"):
+        evaluator.make_score_fn(evaluator.model_logits_fn(model), config(mode="multi"))
