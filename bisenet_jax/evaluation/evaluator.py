@@ -242,6 +242,7 @@ def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: i
         bar.update(count)
     if pending is not None:
         confusion += metrics_lib.to_host(pending)
+        bar.set_postfix(mIoU=f"{100 * metrics_lib.compute_metrics(confusion)['miou']:.2f}")
     bar.close()
     totals = metrics_lib.sum_across_processes(np.append(confusion.reshape(-1), num_images))
     confusion, num_images = totals[:-1].reshape(num_classes, num_classes), int(totals[-1])
