@@ -1,0 +1,1 @@
+"""Training: configs, losses, optimisers, the sharded train step, checkpoints and the loop."""

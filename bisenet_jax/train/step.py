@@ -1,0 +1,45 @@
+"""The train step (one jitted function) and its compilation onto the mesh."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bisenet_jax.train.losses import segmentation_loss
+
+
+def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: float, ohem_thresh: float,
+               schedule):
+    """One SGD step on a global batch {"image": (B, h, w, 3) float32, "label": (B, h, w) int32}.
+
+    A non-finite loss leaves the state unchanged (``finite`` is reported), so the caller can stop
+    with the last good parameters and name the step.
+    """
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        (logits, aux_logits), updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+        total, terms = segmentation_loss(logits, aux_logits, batch["label"], name=loss_name,
+                                         ignore_label=ignore_label, aux_weight=aux_weight, ohem_thresh=ohem_thresh)
+        return total, (updates["batch_stats"], terms)
+
+    (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = {"loss": loss, **terms, "lr": schedule(state.step), "grad_norm": grad_norm, "finite": finite}
+    return new_state, metrics
+
+
+def compile_train_step(config, state_shardings, data_sharding, replicated_sharding, schedule, ignore_label: int):
+    """jit the step on the mesh: state replicated and donated, batch sharded over ``data``."""
+    step = functools.partial(train_step, loss_name=config.loss.name, ignore_label=ignore_label,
+                             aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
+                             schedule=schedule)
+    return jax.jit(step, in_shardings=(state_shardings, data_sharding),
+                   out_shardings=(state_shardings, replicated_sharding), donate_argnums=(0,))

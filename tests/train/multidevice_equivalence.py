@@ -1,0 +1,58 @@
+"""Run by test_sharding.py in a subprocess with 8 forced CPU devices (XLA_FLAGS must be set before
+JAX starts): the same global batch trained on a 1-device mesh and on an 8-device mesh."""
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from bisenet_jax.train.config import base_config
+from bisenet_jax.train.state import batch_sharding, build_model, create_mesh, create_train_state, replicated
+from bisenet_jax.train.step import compile_train_step
+
+
+def run(num_devices: int, model_name: str, loss_name: str, batches: list[dict]) -> tuple[list[float], dict]:
+    config = base_config()
+    config.model.name = model_name
+    config.model.num_classes = 5
+    config.optimizer.warmup_steps = 1
+    config.optimizer.total_steps = 100
+    config.optimizer.lr = 0.01
+    config.loss.name = loss_name
+    mesh = create_mesh(num_devices)
+    model = build_model(config)
+    state, schedule, shardings = create_train_state(config, model, mesh, jax.random.PRNGKey(0), (1, 64, 64, 3))
+    step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule, ignore_label=255)
+    losses = []
+    for batch in batches:
+        global_batch = jax.device_put(batch, batch_sharding(mesh))
+        state, metrics = step(state, global_batch)
+        losses.append(float(metrics["loss"]))
+    return losses, jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+
+
+def main(model_name: str, loss_name: str) -> None:
+    assert jax.device_count() == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    batches = [{"image": rng.normal(size=(8, 64, 64, 3)).astype(np.float32),
+                "label": rng.integers(0, 5, size=(8, 64, 64)).astype(np.int32)} for _ in range(2)]
+    losses_1, variables_1 = run(1, model_name, loss_name, batches)
+    losses_8, variables_8 = run(8, model_name, loss_name, batches)
+    leaves_1 = jax.tree_util.tree_leaves(variables_1)
+    leaves_8 = jax.tree_util.tree_leaves(variables_8)
+    # Relative error of the whole parameter vector (per-leaf ratios are meaningless for leaves that
+    # start at zero, such as BN biases, after two small steps).
+    diff = np.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(leaves_1, leaves_8)))
+    param_error = diff / np.sqrt(sum(float(np.sum(a ** 2)) for a in leaves_1))
+    errors = [float(np.abs(a - b).max()) for a, b in zip(leaves_1, leaves_8)]
+    worst = jax.tree_util.tree_leaves_with_path(variables_1)[int(np.argmax(errors))][0]
+    loss_error = max(abs(a - b) / abs(a) for a, b in zip(losses_1, losses_8))
+    print(json.dumps({"losses_1": losses_1, "losses_8": losses_8, "param_error": param_error,
+                      "loss_error": loss_error, "max_abs_param_diff": max(errors),
+                      "worst_leaf": jax.tree_util.keystr(worst)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "ohem")

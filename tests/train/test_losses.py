@@ -1,0 +1,94 @@
+"""Losses against independent numpy computations."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bisenet_jax.train.losses import cross_entropy, ohem_cross_entropy, segmentation_loss
+
+
+def _numpy_pixel_ce(logits, labels, ignore):
+    logits = logits.astype(np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    valid = labels != ignore
+    picked = np.take_along_axis(logits, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+    return np.where(valid, logz - picked, 0.0), valid
+
+
+def _numpy_ohem(logits, labels, ignore, thresh=0.7):
+    losses, valid = _numpy_pixel_ce(logits, labels, ignore)
+    losses = losses.reshape(-1)
+    n_min = int(valid.sum()) // 16
+    hard = losses[losses > -math.log(thresh)]
+    if hard.size < n_min:
+        hard = np.sort(losses)[::-1][:n_min]
+    return hard.mean()
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 12, 10, 5)).astype(np.float32) * 3
+    labels = rng.integers(0, 5, size=(2, 12, 10))
+    labels[rng.random(labels.shape) < 0.2] = 255
+    return logits, labels
+
+
+def test_cross_entropy_averages_valid_pixels_only(batch):
+    logits, labels = batch
+    losses, valid = _numpy_pixel_ce(logits, labels, 255)
+    np.testing.assert_allclose(cross_entropy(jnp.asarray(logits), jnp.asarray(labels)), losses.sum() / valid.sum(),
+                               rtol=1e-5)
+
+
+def test_ohem_averages_the_hard_pixels_when_enough_pass(batch):
+    logits, labels = batch  # random logits: most pixels exceed -ln(0.7)
+    losses, _ = _numpy_pixel_ce(logits, labels, 255)
+    assert (losses > -math.log(0.7)).sum() > labels.size // 16
+    np.testing.assert_allclose(ohem_cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
+                               _numpy_ohem(logits, labels, 255), rtol=1e-5)
+
+
+def test_ohem_keeps_the_n_min_largest_when_few_are_hard(batch):
+    logits, labels = batch
+    confident = logits.copy()
+    onehot = np.eye(5, dtype=np.float32)[np.where(labels == 255, 0, labels)]
+    confident += 20 * onehot  # almost every pixel is easy ...
+    confident[0, 0, :3] = logits[0, 0, :3]  # ... except three pixels
+    losses, valid = _numpy_pixel_ce(confident, labels, 255)
+    assert (losses > -math.log(0.7)).sum() < valid.sum() // 16
+    got = ohem_cross_entropy(jnp.asarray(confident), jnp.asarray(labels))
+    np.testing.assert_allclose(got, _numpy_ohem(confident, labels, 255), rtol=1e-5)
+
+
+def test_all_ignored_gives_zero_not_nan():
+    logits = jnp.ones((1, 8, 8, 3))
+    labels = jnp.full((1, 8, 8), 255)
+    assert float(cross_entropy(logits, labels)) == 0.0
+    assert float(ohem_cross_entropy(logits, labels)) == 0.0
+
+
+def test_out_of_range_labels_are_ignored_not_nan():
+    logits = jnp.zeros((1, 4, 4, 3))
+    labels = jnp.array([[[0, 1, 2, 7]] * 4])  # 7 is outside the 3 classes
+    assert float(cross_entropy(logits, labels)) == pytest.approx(math.log(3), rel=1e-6)
+
+
+def test_segmentation_loss_sums_main_and_weighted_aux(batch):
+    logits, labels = batch
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    aux = [logits * 0.5, logits * 2.0]
+    total, terms = segmentation_loss(logits, aux, labels, name="ce", aux_weight=0.4)
+    assert sorted(terms) == ["loss_aux1", "loss_aux2", "loss_main"]
+    expected = cross_entropy(logits, labels) + 0.4 * (cross_entropy(aux[0], labels) + cross_entropy(aux[1], labels))
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
+def test_ohem_is_differentiable_under_jit(batch):
+    logits, labels = batch
+    grad = jax.jit(jax.grad(lambda lg: ohem_cross_entropy(lg, jnp.asarray(labels))))(jnp.asarray(logits))
+    assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).sum() > 0
