@@ -63,9 +63,10 @@ def test_registered_info_matches_the_generator():
     info = get_dataset_info("demo")
     assert info.class_names == CLASS_NAMES and info.num_classes == 5
     assert info.palette.shape == (5, 3) and info.ignore_label == 255
-    mean, std = measure_mean_std(DemoSource("train"), num_examples=60)
-    np.testing.assert_allclose(mean, MEAN, atol=0.015)
-    np.testing.assert_allclose(std, STD, atol=0.015)
+    # The constants come from 500 images; 150 estimate them to about +-0.01.
+    mean, std = measure_mean_std(DemoSource("train"), num_examples=150)
+    np.testing.assert_allclose(mean, MEAN, atol=0.02)
+    np.testing.assert_allclose(std, STD, atol=0.02)
 
 
 def test_create_source_reads_the_demo_sub_config():
