@@ -62,6 +62,8 @@ def main(argv):
                    partial=bool(FLAGS.max_batches))
     print(f"{model_name} on {dataset.name} {split}" + (f" (step {info['step']})" if info.get("step") is not None else ""))
     print(evaluator.format_results(results))
+    if FLAGS.max_batches:
+        print(f"PARTIAL: only the first {FLAGS.max_batches} batches were evaluated (--max_batches)")
     output = pathlib.Path(FLAGS.output) if FLAGS.output else (
         pathlib.Path(FLAGS.checkpoint) / "eval" / f"{dataset.name}_{split}_{config.eval.mode}.json")
     evaluator.save_results(results, output)

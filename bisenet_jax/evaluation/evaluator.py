@@ -17,6 +17,7 @@ of same-sized images compiles once.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import pathlib
@@ -220,7 +221,7 @@ def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: i
     ``confusion_matrix`` (rows: ground truth, columns: prediction) and ``eval_config``.
     """
     eval_config = eval_config or default_eval_config()
-    eval_step = make_eval_step(model, num_classes, eval_config)
+    eval_step = _cached_eval_step(model, num_classes, _protocol(eval_config))
     variables = _local_copy(variables)
     total = len(batches) if hasattr(batches, "__len__") else None
     confusion = np.zeros((num_classes, num_classes), np.int64)
@@ -297,6 +298,22 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_nan_to_none(v) for v in value]
     return value
+
+
+_PROTOCOL_FIELDS = ("mode", "scales", "flip", "crop_size", "stride")
+
+
+def _protocol(eval_config: Any) -> tuple:
+    """The fields of eval_config that define the computation, hashable."""
+    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                 for k, v in ((k, eval_config[k]) for k in _PROTOCOL_FIELDS))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_eval_step(model: Any, num_classes: int, protocol: tuple) -> Callable[..., jax.Array]:
+    """One jitted eval step per (model, classes, protocol): periodic validation in a training run
+    compiles once, not at every evaluation. (Flax modules hash by their fields.)"""
+    return make_eval_step(model, num_classes, ml_collections.ConfigDict(dict(protocol)))
 
 
 def _pad_batch(batch: dict, batch_size: int, ignore_label: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -95,3 +95,16 @@ def test_eval_step_of_a_bisenet_counts_every_labelled_pixel_once():
     confusion = np.asarray(evaluator.make_eval_step(model, 5)(variables, images, labels))
     assert confusion.shape == (5, 5) and confusion.sum() == 54 * 96
     np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(labels[0, 10:].ravel(), minlength=5))
+
+
+def test_repeated_evaluations_reuse_one_compiled_eval_step(tiny_model, split):
+    """Periodic validation during training must not recompile at every evaluation."""
+    model, variables = tiny_model
+    images, labels = split
+    batches = make_batches(images, labels, [3])
+    first = evaluator.evaluate(model, variables, batches, 4, IGNORE, progress=False)
+    step = evaluator._cached_eval_step(model, 4, evaluator._protocol(evaluator.default_eval_config()))
+    compiled_before = step._cache_size()
+    second = evaluator.evaluate(model, variables, batches, 4, IGNORE, evaluator.default_eval_config(), progress=False)
+    assert step._cache_size() == compiled_before >= 1
+    assert second["miou"] == first["miou"]
