@@ -55,7 +55,7 @@ def save_torch_checkpoint(state_dict: Mapping[str, Any], path: str | os.PathLike
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == SAFETENSORS_SUFFIX:
         from safetensors.numpy import save_file
-        arrays = {k: np.ascontiguousarray(_to_numpy(v)) for k, v in state_dict.items()}
+        arrays = {k: np.array(_to_numpy(v), order="C") for k, v in state_dict.items()}  # keeps 0-d shapes
         save_file(arrays, str(path), metadata={"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}})
     elif suffix in TORCH_SUFFIXES:
         from bisenet_jax.convert import torch_io

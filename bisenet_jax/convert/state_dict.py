@@ -152,10 +152,10 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str | None 
     except ValueError as error:
         hint = ""
         if guessed is not None and guessed != model_name:
-            hint = f"\nThe keys look like a {guessed!r} checkpoint, not {model_name!r}: pass model_name={guessed!r}."
+            hint = f"The keys look like a {guessed!r} checkpoint, not {model_name!r}: pass model_name={guessed!r}.\n"
         elif aux_heads and not has_aux:
-            hint = "\nThe checkpoint has no auxiliary heads: pass aux_heads=None or False."
-        raise ValueError(f"{error}{hint}") from None
+            hint = "The checkpoint has no auxiliary heads: pass aux_heads=None or False.\n"
+        raise ValueError(f"{hint}{error}") from None
 
 
 def num_classes_from_state_dict(state_dict: Mapping[str, Any], model_name: str) -> int:
@@ -227,8 +227,8 @@ def load_torchvision_backbone(variables: Mapping[str, Any], state_dict: Mapping[
     except ValueError as error:
         have = guess_resnet_depth(state_dict)
         want = guess_resnet_depth({k for _, k in key_table(backbone)})
-        hint = f"\nThe weights are a ResNet-{have}, the model's backbone a ResNet-{want}." if have and have != want else ""
-        raise ValueError(f"torchvision backbone: {error}{hint}") from None
+        hint = f"The weights are a ResNet-{have}, the model's backbone a ResNet-{want}.\n" if have and have != want else ""
+        raise ValueError(f"{hint}torchvision backbone: {error}") from None
     out = {c: _replace_subtree(variables[c], ("cp", "resnet"), loaded[c]) if c in loaded else variables[c]
            for c in variables}
     return out

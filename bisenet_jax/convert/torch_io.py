@@ -11,7 +11,7 @@ import torch
 
 def to_tensors(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """numpy (or torch) values -> CPU torch tensors, keeping dtypes (float32 weights, int64 counters)."""
-    return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+    return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, order="C", copy=True))
             for k, v in state_dict.items()}
 
 
