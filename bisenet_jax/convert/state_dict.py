@@ -154,7 +154,9 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str | None 
         if guessed is not None and guessed != model_name:
             hint = f"The keys look like a {guessed!r} checkpoint, not {model_name!r}: pass model_name={guessed!r}.\n"
         elif aux_heads and not has_aux:
-            hint = "The checkpoint has no auxiliary heads: pass aux_heads=None or False.\n"
+            hint = ("The checkpoint has no auxiliary heads (a deployment export): load it into a model without "
+                    "them (aux_heads=False; in training --config.model.aux_heads=False), or use a checkpoint "
+                    "exported with its auxiliary heads.\n")
         raise ValueError(f"{hint}{error}") from None
 
 

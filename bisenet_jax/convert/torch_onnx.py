@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
+import onnx.helper
 import onnx.version_converter
 import torch
 
@@ -34,8 +35,11 @@ def torch_model_from_variables(variables: Mapping[str, Any], model_name: str, *,
 
 def export_onnx(variables: Mapping[str, Any], model_name: str, path: str | os.PathLike, *,
                 input_size: Sequence[int] = (512, 1024), opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True) -> pathlib.Path:
-    """Write ``variables`` of ``model_name`` as a single-file ONNX model for (N, 3, H, W) inputs."""
+                dynamic_batch: bool = True, metadata: Mapping[str, str] | None = None) -> pathlib.Path:
+    """Write ``variables`` of ``model_name`` as a single-file ONNX model for (N, 3, H, W) inputs.
+
+    ``metadata`` (strings) goes into the model's ``metadata_props`` (e.g. mean/std, class names).
+    """
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: the export needs opset 17 or newer")
     height, width = (int(s) for s in input_size)
@@ -56,6 +60,8 @@ def export_onnx(variables: Mapping[str, Any], model_name: str, path: str | os.Pa
         # The exporter's own down-conversion runs before constant folding and fails on this graph;
         # the optimised graph converts cleanly with onnx's converter.
         proto = _fix_reduce_mean_attributes(onnx.version_converter.convert_version(proto, opset))
+    if metadata:
+        onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return path

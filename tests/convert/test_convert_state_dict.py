@@ -156,3 +156,9 @@ def test_importing_the_package_does_not_import_torch():
     code = ("import sys, bisenet_jax, bisenet_jax.convert, bisenet_jax.convert.state_dict; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_requiring_auxiliary_heads_from_a_deployment_export_says_so(random_variables):
+    state_dict = to_torch_state_dict(random_variables("bisenetv2"), "bisenetv2", aux_heads=False)
+    with pytest.raises(ValueError, match=r"(?s)no auxiliary heads.*aux_heads=False.*missing keys \(\d+\):\n  aux2\."):
+        from_torch_state_dict(state_dict, "bisenetv2", aux_heads=True)
