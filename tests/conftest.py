@@ -25,3 +25,13 @@ def camvid_root() -> pathlib.Path:
     if not (root / "train").is_dir() or not (root / "trainannot").is_dir():
         pytest.skip(f"real CamVid not found at {root} (set BISENET_CAMVID_ROOT to the SegNet CamVid folder)")
     return root
+
+
+def pytest_configure(config):
+    """A persistent XLA compilation cache outside the repository: later runs (and the resume tests,
+    which compile the same step twice) reuse compiled programs."""
+    import jax
+
+    cache = os.environ.get("BISENET_TEST_JAX_CACHE", str(pathlib.Path.home() / ".cache" / "bisenet_jax" / "jax_tests"))
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -56,17 +56,17 @@ def _update_best(manager: ocp.CheckpointManager, step: int, val_miou: float) -> 
         best_file.write_text(json.dumps({"step": int(step), "val_miou": float(val_miou)}))
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Any, expected_meta: dict,
-            step: int | None = None) -> tuple[Any, Any, dict]:
-    """Restore (state, data_iter, meta) of ``step`` (default latest) onto the abstract state's shardings."""
-    step = manager.latest_step() if step is None else step
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    check_meta(meta, expected_meta, where=f"{manager.directory}/{step}")
+def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Any, step: int) -> tuple[Any, Any]:
+    """Restore (state, data_iter) of ``step`` onto the abstract state's shardings."""
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
         items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"], restored.get("data_iter") if data_iter is not None else None, meta
+    return restored["state"], restored["data_iter"] if data_iter is not None else None
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
 def check_meta(found: dict, expected: dict, where: str) -> None:

@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     # so set num_steps to what the budget reaches (see the CPU-budget CamVid configs).
     config.train.time_budget_minutes = 0.0
     config.train.log_every = 50
-    config.train.eval_every = 5_000  # 0 = only at the end.
+    config.train.eval_every = 5_000  # 0 = only at the end; < 0 = never.
     config.train.checkpoint_every = 2_000
     config.train.keep_checkpoints = 3  # The last N; the best by val mIoU is kept as well.
     config.train.async_checkpointing = True

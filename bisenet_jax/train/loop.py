@@ -70,21 +70,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     global_batch = config.train.batch_size
     if global_batch % mesh.size:
         raise ValueError(f"train.batch_size={global_batch} is not divisible by the {mesh.size} devices of the mesh")
+    meta = {"model_name": config.model.name, "num_classes": config.model.num_classes, "dataset": info.name,
+            "ignore_label": info.ignore_label, "class_names": list(info.class_names)}
+    manager = checkpointing.create_checkpoint_manager(workdir, config.train.keep_checkpoints,
+                                                      config.train.async_checkpointing)
+    resume_step = manager.latest_step()
+    if resume_step is not None:  # refuse a mismatching checkpoint before spending time on compilation
+        checkpointing.check_meta(checkpointing.read_meta(manager, resume_step), meta,
+                                 where=f"{manager.directory}/{resume_step}")
+
     model = build_model(config)
     crop_h, crop_w = config.data.crop_size
     rng = jax.random.PRNGKey(config.train.seed)
     state, schedule, state_shardings = create_train_state(config, model, mesh, rng, (1, crop_h, crop_w, 3))
     data_iter = data_lib.create_train_iterator(config.data, global_batch, seed=config.train.seed)
-    meta = {"model_name": config.model.name, "num_classes": config.model.num_classes, "dataset": info.name,
-            "ignore_label": info.ignore_label, "class_names": list(info.class_names)}
-
-    manager = checkpointing.create_checkpoint_manager(workdir, config.train.keep_checkpoints,
-                                                      config.train.async_checkpointing)
-    if manager.latest_step() is not None:
+    if resume_step is not None:
         abstract = jax.tree_util.tree_map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
-        state, data_iter, _ = checkpointing.restore(manager, abstract, data_iter, meta)
-        _log(f"resumed from {manager.directory}/{manager.latest_step()} (step {int(state.step)})")
+        state, data_iter = checkpointing.restore(manager, abstract, data_iter, resume_step)
+        _log(f"resumed from {manager.directory}/{resume_step} (step {int(state.step)})")
     else:
         state = _initialise_from(config, state, state_shardings)
 
@@ -108,22 +112,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             batch = data_lib.make_global_batch(next(data_iter), batch_sharding(mesh))
             state, metrics = train_step(state, batch)
             step += 1
+            if step == start_step + 1:  # the first step compiles: keep it out of the throughput
+                jax.block_until_ready(metrics)
+                writer.scalars(step, {"compile_seconds": time.time() - t_log}, prefix="train/")
+                t_log = time.time()
             pending.append((step, metrics))
             bar.update(1)
             is_last = step == num_steps
-            want_eval = is_last or (config.train.eval_every and step % config.train.eval_every == 0)
+            eval_every = config.train.eval_every  # 0: only at the end; < 0: never
+            want_eval = eval_every >= 0 and (is_last or (eval_every > 0 and step % eval_every == 0))
             want_ckpt = want_eval or step % config.train.checkpoint_every == 0
             preempted = preemption.any_process_requested()
             over_budget = budget_s > 0 and time.time() - t_start > budget_s
             if step % config.train.log_every == 0 or want_ckpt or preempted or over_budget:
+                timed_steps = sum(1 for s, _ in pending if s > start_step + 1)
                 summary = _flush_metrics(pending, last_good_checkpoint, manager)
                 elapsed, t_log = time.time() - t_log, time.time()
-                summary["images_per_second"] = summary.pop("_steps") * global_batch / max(elapsed, 1e-9)
+                if timed_steps:
+                    summary["images_per_second"] = timed_steps * global_batch / max(elapsed, 1e-9)
                 writer.scalars(step, summary, prefix="train/")
-                bar.set_postfix(loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_second']:.1f}")
+                bar.set_postfix(loss=f"{summary['loss']:.4f}", img_s=f"{summary.get('images_per_second', 0):.1f}")
             if preempted or over_budget:
                 stop_reason = "preempted (SIGTERM)" if preempted else f"time budget of {config.train.time_budget_minutes} min reached"
-                want_eval, want_ckpt = over_budget, True
+                want_eval, want_ckpt = over_budget and config.train.eval_every >= 0, True
             val_miou = None
             if want_eval:
                 results = evaluate_model(config, model, state, info, writer, step, workdir)
@@ -133,6 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             if want_ckpt:
                 checkpointing.save(manager, step, state, data_iter, meta, val_miou=val_miou, force=True)
                 last_good_checkpoint = step
+            if want_eval or want_ckpt:
+                t_log = time.time()  # keep evaluation and checkpointing out of the throughput
             if stop_reason != "done":
                 break
     manager.wait_until_finished()
@@ -160,7 +173,6 @@ def _flush_metrics(pending: list, last_good_checkpoint, manager) -> dict[str, fl
     keys = [k for k in fetched[0] if k != "finite"]
     summary = {k: float(np.mean([v[k] for v in fetched])) for k in keys}
     summary["lr"] = float(fetched[-1]["lr"])
-    summary["_steps"] = len(fetched)
     pending.clear()
     return summary
 
@@ -208,30 +220,37 @@ def _write_predictions(config, model, variables, info, writer, step: int, workdi
 
 
 def _initialise_from(config, state, state_shardings):
-    """Optional initialisation from a torchvision backbone and/or a full checkpoint."""
-    params, batch_stats = state.params, state.batch_stats
+    """Optional initialisation from a torchvision ResNet (backbone) and/or a full checkpoint."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    changed = False
     if config.train.init_backbone:
-        from bisenet_jax.convert import torch_io
-        variables = torch_io.load_torchvision_backbone({"params": params, "batch_stats": batch_stats},
-                                                       torch_io.load_torch_checkpoint(config.train.init_backbone))
-        params, batch_stats = variables["params"], variables["batch_stats"]
+        from bisenet_jax.convert.files import load_torch_checkpoint
+        from bisenet_jax.convert.state_dict import load_torchvision_backbone
+        variables = load_torchvision_backbone(jax.device_get(variables),
+                                              load_torch_checkpoint(config.train.init_backbone))
+        changed = True
         _log(f"initialised the backbone from {config.train.init_backbone}")
     if config.train.init_checkpoint:
         path = str(config.train.init_checkpoint)
-        if path.endswith((".pth", ".pt", ".safetensors")):
-            from bisenet_jax.convert import torch_io
-            variables, found = torch_io.load_pytorch_bisenet(path, config.model.name)
+        if path.endswith((".pth", ".pt", ".safetensors")):  # a PyTorch BiSeNet checkpoint
+            from bisenet_jax.convert.files import load_torch_checkpoint
+            from bisenet_jax.convert.state_dict import from_torch_state_dict, num_classes_from_state_dict
+            state_dict = load_torch_checkpoint(path)
+            found = {"model_name": config.model.name,
+                     "num_classes": num_classes_from_state_dict(state_dict, config.model.name)}
+            checkpointing.check_meta(found, {"num_classes": config.model.num_classes}, where=path)
+            loaded = from_torch_state_dict(state_dict, config.model.name, aux_heads=config.model.aux_heads)
         else:
             from bisenet_jax.checkpoints import load_model
-            variables, found = load_model(path)
-        checkpointing.check_meta(found, {"model_name": config.model.name, "num_classes": config.model.num_classes},
-                                 where=path)
-        params, batch_stats = variables["params"], variables.get("batch_stats", batch_stats)
+            loaded, found = load_model(path)
+            checkpointing.check_meta(found, {"model_name": config.model.name,
+                                             "num_classes": config.model.num_classes}, where=path)
+        variables = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", variables["batch_stats"])}
+        changed = True
         _log(f"initialised every weight from {path}")
-    if params is state.params and batch_stats is state.batch_stats:
+    if not changed:
         return state
-    new = state.replace(params=params, batch_stats=batch_stats)
-    return jax.device_put(new, state_shardings)
+    return jax.device_put(state.replace(**variables), state_shardings)
 
 
 def _check_config(config, info) -> None:
