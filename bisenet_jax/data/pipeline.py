@@ -2,8 +2,10 @@
 
 Training (`create_train_iterator`), per process:
 
-    source -> seed -> shuffle -> repeat -> random_map(TrainTransform) -> [process_index::process_count]
-           -> batch(global_batch_size // process_count) -> to_iter_dataset (threads) [-> mp_prefetch]
+    source -> seed -> shuffle -> repeat -> random_map(draw each example's augmentation)
+           -> [process_index::process_count]
+           -> batch(global_batch_size // process_count, applying the augmentations into the batch)
+           -> to_iter_dataset (threads) [-> mp_prefetch (worker processes)]
 
 Shuffling and augmentation happen on the *global* stream before the per-process slice: example k
 of the stream has the same augmentation RNG whatever the number of processes, and global batch t
@@ -27,7 +29,7 @@ from absl import flags
 import numpy as np
 
 from bisenet_jax.data.datasets import DatasetInfo, get_dataset_info
-from bisenet_jax.data.transforms import EvalTransform, TrainTransform
+from bisenet_jax.data.transforms import EvalTransform, SampleAugmentation, TrainBatcher, TrainTransform
 
 
 def create_train_iterator(
@@ -55,6 +57,7 @@ def create_train_iterator(
         shuffle=data_config.shuffle,
         process_index=process_index,
         process_count=process_count,
+        shared_memory=data_config.num_workers > 0,
     )
     return TrainIterator(dataset, global_batch_size, data_config)
 
@@ -75,15 +78,22 @@ def train_transform(data_config: Any, info: DatasetInfo) -> TrainTransform:
 
 def train_dataset(
     source: Any,
-    transform: grain.transforms.RandomMap,
+    transform: TrainTransform,
     global_batch_size: int,
     seed: int,
     *,
     shuffle: bool = True,
     process_index: int | None = None,
     process_count: int | None = None,
+    shared_memory: bool = False,
 ) -> grain.MapDataset:
-    """The infinite MapDataset of this process's training batches (see the module docstring)."""
+    """The infinite MapDataset of this process's training batches (see the module docstring).
+
+    Each example's augmentation is drawn from its own RNG (`random_map`, seeded by the example's
+    position in the global stream); the batch function then reads the records and writes the
+    augmented examples straight into the batch arrays (grain shared memory if `shared_memory`,
+    for batches produced in worker processes).
+    """
     process_index, process_count = _process(process_index, process_count)
     local_batch_size = local_batch_size_for(global_batch_size, process_count)
     if len(source) == 0:
@@ -91,9 +101,10 @@ def train_dataset(
     dataset = grain.MapDataset.source(source).seed(seed)
     if shuffle:
         dataset = dataset.shuffle()  # A new permutation every epoch (repeat reseeds).
-    dataset = dataset.repeat().random_map(transform)
+    dataset = dataset.repeat().random_map(SampleAugmentation(transform))
     dataset = dataset[process_index::process_count]
-    return dataset.batch(local_batch_size, drop_remainder=True)
+    batch_fn = TrainBatcher(transform, shared_memory=shared_memory)
+    return dataset.batch(local_batch_size, drop_remainder=True, batch_fn=batch_fn)
 
 
 def local_batch_size_for(global_batch_size: int, process_count: int) -> int:

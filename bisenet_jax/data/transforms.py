@@ -1,18 +1,23 @@
 """Training and evaluation transforms: records in, normalised float32 images and int32 labels out.
 
 The training transform draws every random number of one example from the single generator grain
-hands to `random_map`, and moves image and label through exactly the same geometry. It never
-builds the full rescaled image: the crop window is mapped back to the source image and only that
-region is resampled (PIL `resize(..., box=...)` samples the same pixel centres as resizing the
-whole image and cropping), so its cost depends on the crop size, not on the scale.
+hands to `random_map` (`TrainTransform.sample`), then moves image and label through exactly the
+same geometry (`TrainTransform.apply`). It never builds the full rescaled image: the crop window is
+mapped back to the source image and only that region is resampled (PIL `resize(..., box=...)`
+samples the same pixel centres as resizing the whole image and cropping), so its cost depends on
+the crop size, not on the scale. `TrainBatcher` applies the drawn augmentations straight into the
+batch arrays (in shared memory when worker processes produce them), so a batch is written once and
+never stacked or copied.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import grain
 import numpy as np
+from grain.multiprocessing import SharedMemoryArray
 from PIL import Image, ImageStat
 
 # ITU-R 601 luma weights, as PIL's RGB -> L conversion uses.
@@ -27,15 +32,32 @@ class Normalizer:
         self.scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
         self._rows = {}  # width -> (offset, scale) tiled over one image row
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Normalises `image`; into `out` (any float32 (H, W, 3) view with unit channel stride) if given."""
         height, width, _ = image.shape
         if width not in self._rows:
             self._rows[width] = (np.tile(self.offset, width), np.tile(self.scale, width))
         offset, scale = self._rows[width]
-        # On (H, W*3) rows numpy runs long inner loops; broadcasting a (3,) vector over the last
+        if out is None:
+            out = np.empty((height, width, 3), np.float32)
+        # As (H, W*3) rows numpy runs long inner loops; broadcasting a (3,) vector over the last
         # axis of (H, W, 3) is several times slower.
-        out = np.subtract(image.reshape(height, width * 3), offset, dtype=np.float32)
-        return np.multiply(out, scale, out=out).reshape(height, width, 3)
+        rows = _as_rows(out)
+        np.subtract(np.ascontiguousarray(image).reshape(height, width * 3), offset, out=rows, dtype=np.float32)
+        np.multiply(rows, scale, out=rows)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """The random choices for one training example (see `TrainTransform.sample`)."""
+
+    box: tuple[float, float, float, float]  # crop window in source pixels (left, top, right, bottom)
+    size: tuple[int, int]  # (height, width) the window is resampled to
+    offset: tuple[int, int]  # (y, x) where it lands in the crop; the rest is padding
+    flip: bool
+    jitter: tuple[float, float, float] | None  # brightness, contrast, saturation factors
+    jitter_order: tuple[int, ...]
 
 
 class TrainTransform(grain.transforms.RandomMap):
@@ -72,6 +94,10 @@ class TrainTransform(grain.transforms.RandomMap):
         self.color_jitter = float(color_jitter)
 
     def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+        return self.apply(record, self.sample(record, rng))
+
+    def sample(self, record: dict, rng: np.random.Generator) -> Augmentation:
+        """Draws scale, crop / pad offsets, flip and jitter for `record`, all from `rng`."""
         image, label = record["image"], record["label"]
         if image.shape[:2] != label.shape:
             raise ValueError(
@@ -79,58 +105,108 @@ class TrainTransform(grain.transforms.RandomMap):
                 "differ in size."
             )
         height, width = label.shape
-        crop_h, crop_w = self.crop_size
         scale = rng.choice(self.scales) if self.scales else rng.uniform(*self.scale_range)
         scaled_h, scaled_w = max(1, round(height * scale)), max(1, round(width * scale))
         # Per axis: offset of the crop in the rescaled image (or of the image in the crop).
-        src_y, dst_y, size_y = _place(rng, scaled_h, crop_h)
-        src_x, dst_x, size_x = _place(rng, scaled_w, crop_w)
-        box = (  # The crop window in source pixel coordinates.
+        src_y, dst_y, size_y = _place(rng, scaled_h, self.crop_size[0])
+        src_x, dst_x, size_x = _place(rng, scaled_w, self.crop_size[1])
+        box = (
             src_x * width / scaled_w,
             src_y * height / scaled_h,
             (src_x + size_x) * width / scaled_w,
             (src_y + size_y) * height / scaled_h,
         )
-        image_crop = Image.fromarray(image).resize((size_x, size_y), Image.BILINEAR, box=box)
-        label_crop = Image.fromarray(label).resize((size_x, size_y), Image.NEAREST, box=box)
+        flip = self.hflip and bool(rng.random() < 0.5)
+        jitter, order = None, ()
         if self.color_jitter > 0:
-            image_crop = self._jitter(image_crop, rng)
-        if self.hflip and rng.random() < 0.5:
-            image_crop = image_crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            label_crop = label_crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image_crop = self.normalize(np.ascontiguousarray(image_crop))  # (size_y, size_x, 3)
-        label_crop = np.asarray(label_crop, np.int32)
-        if (size_y, size_x) == (crop_h, crop_w):
-            return {"image": image_crop, "label": label_crop}
-        out_image = np.zeros((crop_h, crop_w, 3), np.float32)
-        out_label = np.full((crop_h, crop_w), self.ignore_label, np.int32)
+            jitter = tuple(rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=3).tolist())
+            order = tuple(rng.permutation(3).tolist())
+        return Augmentation(box, (size_y, size_x), (dst_y, dst_x), flip, jitter, order)
+
+    def apply(
+        self,
+        record: dict,
+        augmentation: Augmentation,
+        out_image: np.ndarray | None = None,
+        out_label: np.ndarray | None = None,
+    ) -> dict:
+        """Applies drawn augmentations; writes into `out_image` / `out_label` (crop-sized) if given."""
+        crop_h, crop_w = self.crop_size
+        if out_image is None:
+            out_image = np.empty((crop_h, crop_w, 3), np.float32)
+        if out_label is None:
+            out_label = np.empty((crop_h, crop_w), np.int32)
+        (size_y, size_x), (dst_y, dst_x) = augmentation.size, augmentation.offset
+        image = Image.fromarray(record["image"]).resize((size_x, size_y), Image.BILINEAR, box=augmentation.box)
+        label = Image.fromarray(record["label"]).resize((size_x, size_y), Image.NEAREST, box=augmentation.box)
+        if augmentation.jitter is not None:
+            image = _jitter(image, augmentation.jitter, augmentation.jitter_order)
+        if augmentation.flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            label = label.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         window = (slice(dst_y, dst_y + size_y), slice(dst_x, dst_x + size_x))
-        out_image[window] = image_crop
-        out_label[window] = label_crop
+        if (size_y, size_x) != (crop_h, crop_w):
+            out_image.fill(0.0)
+            out_label.fill(self.ignore_label)
+        self.normalize(np.asarray(image), out=out_image[window])
+        out_label[window] = np.asarray(label)
         return {"image": out_image, "label": out_label}
 
-    def _jitter(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
-        """Brightness, contrast and saturation by factors in [1 - j, 1 + j], in random order.
 
-        The three are affine maps of RGB, so their composition is one 3x4 colour matrix that PIL
-        applies in a single pass; values are clipped to [0, 255] once, at the end.
-        """
-        factors = rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=3)
-        order = rng.permutation(3)
-        matrix = np.eye(3)  # x -> matrix @ x + offset, in 0-255 RGB
-        offset = np.zeros(3)
-        mean = np.asarray(ImageStat.Stat(image).mean)  # per-channel mean of the current image
-        for op in order:
-            f = factors[op]
-            if op == 0:  # brightness: f * x
-                step, shift = f * np.eye(3), np.zeros(3)
-            elif op == 1:  # contrast: towards the mean grey level of the image
-                step, shift = f * np.eye(3), (1 - f) * (_GREY @ mean) * np.ones(3)
-            else:  # saturation: towards each pixel's own grey level
-                step, shift = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), _GREY), np.zeros(3)
-            matrix, offset = step @ matrix, step @ offset + shift
-            mean = step @ mean + shift
-        return image.convert("RGB", tuple(np.concatenate([matrix, offset[:, None]], 1).ravel()))
+def _jitter(image: Image.Image, factors: Sequence[float], order: Sequence[int]) -> Image.Image:
+    """Brightness, contrast and saturation by `factors`, applied in `order` (0, 1, 2 = B, C, S).
+
+    Each is an affine map of RGB (PIL's ImageEnhance definitions), so their composition is one 3x4
+    colour matrix that PIL applies in a single pass; values are clipped to [0, 255] once, at the end.
+    """
+    matrix = np.eye(3)  # x -> matrix @ x + offset, in 0-255 RGB
+    offset = np.zeros(3)
+    mean = np.asarray(ImageStat.Stat(image).mean)  # per-channel mean of the current image
+    for op in order:
+        f = factors[op]
+        if op == 0:  # brightness: towards black
+            step, shift = f * np.eye(3), np.zeros(3)
+        elif op == 1:  # contrast: towards the mean grey level of the image
+            step, shift = f * np.eye(3), (1 - f) * (_GREY @ mean) * np.ones(3)
+        else:  # saturation: towards each pixel's own grey level
+            step, shift = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), _GREY), np.zeros(3)
+        matrix, offset = step @ matrix, step @ offset + shift
+        mean = step @ mean + shift
+    return image.convert("RGB", tuple(np.concatenate([matrix, offset[:, None]], 1).ravel()))
+
+
+class SampleAugmentation(grain.transforms.RandomMap):
+    """record -> {"record", "augmentation"}: the example's random choices, drawn from its own RNG."""
+
+    def __init__(self, transform: TrainTransform):
+        self.transform = transform
+
+    def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+        return {"record": record, "augmentation": self.transform.sample(record, rng)}
+
+
+class TrainBatcher:
+    """grain batch_fn: applies each example's drawn augmentation directly into the batch arrays.
+
+    With `shared_memory` the arrays are grain SharedMemoryArrays, which worker processes hand to
+    the training process without a copy.
+    """
+
+    def __init__(self, transform: TrainTransform, shared_memory: bool = False):
+        self.transform = transform
+        self.shared_memory = shared_memory
+
+    def enable_shared_memory_output(self) -> None:
+        self.shared_memory = True
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        crop_h, crop_w = self.transform.crop_size
+        allocate = SharedMemoryArray if self.shared_memory else np.empty
+        images = allocate((len(examples), crop_h, crop_w, 3), np.float32)  # (B, h, w, 3)
+        labels = allocate((len(examples), crop_h, crop_w), np.int32)  # (B, h, w)
+        for i, example in enumerate(examples):
+            self.transform.apply(example["record"], example["augmentation"], images[i], labels[i])
+        return {"image": images, "label": labels}
 
 
 class EvalTransform(grain.transforms.Map):
@@ -145,6 +221,17 @@ class EvalTransform(grain.transforms.Map):
             "label": record["label"].astype(np.int32),
             "id": record["id"],
         }
+
+
+def _as_rows(array: np.ndarray) -> np.ndarray:
+    """A (H, W, 3) view with unit channel stride as a (H, W*3) view of the same memory."""
+    height, width, channels = array.shape
+    row_stride, pixel_stride, channel_stride = array.strides
+    if pixel_stride != channels * channel_stride:
+        raise ValueError(f"expected packed pixels, got strides {array.strides} for shape {array.shape}")
+    return np.lib.stride_tricks.as_strided(
+        array, (height, width * channels), (row_stride, channel_stride), writeable=True
+    )
 
 
 def _place(rng: np.random.Generator, scaled: int, crop: int) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from bisenet_jax.data import (
     steps_per_epoch,
 )
 from bisenet_jax.data.pipeline import EvalDataset, train_dataset
-from bisenet_jax.data.transforms import EvalTransform
+from bisenet_jax.data.transforms import EvalTransform, TrainTransform
 
 
 def _config(num_train: int = 32, num_val: int = 5, **fields):
@@ -36,8 +36,8 @@ def _assert_same_batches(expected: list[dict], actual: list[dict]) -> None:
         np.testing.assert_array_equal(a["label"], b["label"])
 
 
-class _IndexSource:
-    """Record i is {"index": i}; remembers which indices were read."""
+class _CountingSource:
+    """Tiny records; remembers which indices were read."""
 
     def __init__(self, size: int):
         self.size, self.read = size, []
@@ -47,12 +47,7 @@ class _IndexSource:
 
     def __getitem__(self, index):
         self.read.append(int(index))
-        return {"index": np.int64(index)}
-
-
-def _keep(record, rng):
-    del rng
-    return record
+        return {"image": np.zeros((4, 4, 3), np.uint8), "label": np.zeros((4, 4), np.uint8), "id": str(index)}
 
 
 def test_train_batches_follow_the_contract():
@@ -140,14 +135,15 @@ def test_different_seeds_give_different_batches_and_the_same_seed_the_same():
 
 def test_process_shards_are_disjoint_and_cover_each_epoch():
     size, global_batch, steps = 12, 4, 3  # one epoch = 3 global batches
+    transform = TrainTransform((4, 4), (0.5,) * 3, (0.2,) * 3)
     shards = []
     for process_index in range(2):
-        source = _IndexSource(size)
-        batches = train_dataset(source, _keep, global_batch, seed=0, process_index=process_index, process_count=2)
-        seen = np.concatenate([batches[t]["index"] for t in range(steps)])
-        assert len(seen) == steps * global_batch // 2
-        assert sorted(source.read) == sorted(seen.tolist())  # reads only its own examples
-        shards.append(set(seen.tolist()))
+        source = _CountingSource(size)
+        batches = train_dataset(source, transform, global_batch, seed=0, process_index=process_index, process_count=2)
+        for t in range(steps):
+            assert batches[t]["image"].shape == (2, 4, 4, 3)
+        assert len(source.read) == len(set(source.read)) == steps * global_batch // 2  # each once
+        shards.append(set(source.read))
     assert shards[0].isdisjoint(shards[1])
     assert shards[0] | shards[1] == set(range(size))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from bisenet_jax.data.transforms import EvalTransform, Normalizer, TrainTransform
+from bisenet_jax.data.transforms import EvalTransform, Normalizer, TrainBatcher, TrainTransform, _jitter
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 COLOURS = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)], np.uint8)
@@ -145,26 +147,56 @@ def _jitter_reference(image: np.ndarray, factors, order) -> np.ndarray:
     return x
 
 
-def test_colour_jitter_is_brightness_contrast_saturation_in_the_drawn_order():
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_colour_jitter_is_brightness_contrast_saturation_in_the_given_order(order):
     image = np.random.default_rng(0).integers(100, 150, (16, 16, 3), np.uint8)
-    transform = TrainTransform((16, 16), MEAN, STD, color_jitter=0.4)
-    orders = set()
-    for seed in range(8):
-        jittered = np.asarray(transform._jitter(Image.fromarray(image), np.random.default_rng(seed)), float)
-        draws = np.random.default_rng(seed)  # The same draws the transform makes.
-        factors, order = draws.uniform(0.6, 1.4, size=3), draws.permutation(3)
-        orders.add(tuple(order))
-        reference = np.clip(_jitter_reference(image, factors, order), 0, 255)  # clipped once, at the end
-        np.testing.assert_allclose(jittered, reference, atol=0.51)
-    assert len(orders) > 2
+    factors = (1.3, 0.7, 1.2)
+    jittered = np.asarray(_jitter(Image.fromarray(image), factors, order), float)
+    reference = np.clip(_jitter_reference(image, factors, order), 0, 255)  # clipped once, at the end
+    np.testing.assert_allclose(jittered, reference, atol=0.51)
+
+
+def test_jitter_factors_and_order_are_drawn_per_example():
+    transform = TrainTransform((8, 8), MEAN, STD, color_jitter=0.4)
+    record = _blocks()
+    drawn = [transform.sample(record, np.random.default_rng(s)) for s in range(30)]
+    factors = np.array([a.jitter for a in drawn])
+    assert factors.min() >= 0.6 and factors.max() <= 1.4 and factors.std() > 0.15
+    assert len({a.jitter_order for a in drawn}) == 6
+    assert TrainTransform((8, 8), MEAN, STD, color_jitter=0.0).sample(record, np.random.default_rng(0)).jitter is None
 
 
 def test_colour_jitter_clips_to_the_uint8_range():
-    image = np.full((4, 4, 3), 250, np.uint8)
-    transform = TrainTransform((4, 4), MEAN, STD, color_jitter=0.9)
-    values = np.concatenate([np.asarray(transform._jitter(Image.fromarray(image), np.random.default_rng(s))).ravel()
-                             for s in range(10)])
-    assert values.max() == 255 and values.min() < 250
+    image = Image.fromarray(np.full((4, 4, 3), 250, np.uint8))
+    values = np.asarray(_jitter(image, (1.4, 1.0, 1.0), (0, 1, 2)))
+    assert values.max() == 255 and np.all(values == 255)
+    assert np.all(np.asarray(_jitter(image, (0.6, 1.0, 1.0), (0, 1, 2))) == 150)
+
+
+def test_batcher_writes_the_same_examples_as_the_per_example_transform():
+    transform = TrainTransform((12, 16), MEAN, STD, scale_range=(0.5, 1.5))
+    records = [_blocks(), _blocks(20, 14)]  # the second one needs padding at most scales
+    examples = [{"record": r, "augmentation": transform.sample(r, np.random.default_rng(i))}
+                for i, r in enumerate(records)]
+    batch = TrainBatcher(transform)(examples)
+    assert batch["image"].shape == (2, 12, 16, 3) and batch["label"].shape == (2, 12, 16)
+    for i, record in enumerate(records):
+        single = transform.random_map(record, np.random.default_rng(i))
+        np.testing.assert_array_equal(batch["image"][i], single["image"])
+        np.testing.assert_array_equal(batch["label"][i], single["label"])
+
+
+def test_batcher_can_write_into_shared_memory():
+    transform = TrainTransform((8, 8), MEAN, STD)
+    examples = [{"record": _blocks(), "augmentation": transform.sample(_blocks(), np.random.default_rng(0))}]
+    batch = TrainBatcher(transform, shared_memory=True)(examples)
+    try:
+        assert type(batch["image"]).__name__ == "SharedMemoryArray"
+        np.testing.assert_array_equal(batch["image"][0], transform.random_map(_blocks(), np.random.default_rng(0))["image"])
+    finally:
+        for array in batch.values():
+            array.shm.close()
+            array.shm.unlink()
 
 
 def test_normalizer_matches_the_formula():
