@@ -1,4 +1,5 @@
-"""A tiny segmentation model (compiles in about a second) for the evaluation tests."""
+"""Fixtures of the evaluation tests: a tiny segmentation model (compiles in about a second) and small
+images. ``multiprocess_eval.py`` imports this file for the same model."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -26,13 +27,18 @@ class TinySegmenter(nn.Module):
         return resize(h.astype(jnp.float32), x.shape[1:3], "bilinear")
 
 
-@pytest.fixture(scope="session")
-def tiny_model():
+def tiny_model_and_variables():
+    """(model, variables), deterministic. Host-side random weights: compiling model.init takes
+    seconds on a loaded 2-core machine."""
     model = TinySegmenter(4)
-    # Host-side random weights: compiling model.init takes seconds on a loaded 2-core machine.
     variables = random_variables(model, (1, 32, 32, 3), seed=0)
     variables["params"]["Conv_1"]["bias"] = np.array([0.3, -0.2, 0.1, 0.0], np.float32)
     return model, variables
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return tiny_model_and_variables()
 
 
 @pytest.fixture(scope="session")
