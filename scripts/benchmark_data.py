@@ -90,6 +90,26 @@ def single_thread_costs(config, count: int) -> tuple[float, float]:
     return 1000 * read / len(records), 1000 * (time.perf_counter() - start) / len(records)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return children
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -145,10 +165,13 @@ def main(argv=None) -> None:
     try:
         for _ in range(args.warmup_batches):
             next(iterator)
+        workers = _child_pids(os.getpid())
+        cpu_before = {pid: _cpu_seconds(pid) for pid in [os.getpid(), *workers]}
         start = time.perf_counter()
         for _ in range(args.num_batches):
             shape = next(iterator)["image"].shape
         elapsed = time.perf_counter() - start
+        cpu = {pid: _cpu_seconds(pid) - before for pid, before in cpu_before.items()}
     finally:
         iterator.close()
     assert shape == (args.batch_size, *args.crop, 3), shape
@@ -160,6 +183,13 @@ def main(argv=None) -> None:
     print(f"per worker process: {images_per_second / processes:.1f} images/s "
           f"({processes} {'worker process' if args.num_workers else 'in-process pipeline'}"
           f"{'es' if processes > 1 else ''}, {args.num_threads} thread(s) each)")
+    images = args.num_batches * args.batch_size
+    worker_cpu = sum(cpu[pid] for pid in workers)
+    print(f"CPU time per image: main process {1000 * cpu[os.getpid()] / images:.1f} ms"
+          + (f", worker processes {1000 * worker_cpu / images:.1f} ms" if args.num_workers else ""))
+    busy = worker_cpu if args.num_workers else cpu[os.getpid()]
+    print(f"per worker process with a core to itself (images per CPU-second of the "
+          f"{'workers' if args.num_workers else 'pipeline process'}): {images / busy:.1f} images/s")
     if args.single_thread_images:
         read_ms, transform_ms = single_thread_costs(config, args.single_thread_images)
         print(f"single thread, per image: read+decode {read_ms:.1f} ms, transform {transform_ms:.1f} ms "

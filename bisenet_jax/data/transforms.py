@@ -57,7 +57,6 @@ class Augmentation:
     offset: tuple[int, int]  # (y, x) where it lands in the crop; the rest is padding
     flip: bool
     jitter: tuple[float, float, float] | None  # brightness, contrast, saturation factors
-    jitter_order: tuple[int, ...]
 
 
 class TrainTransform(grain.transforms.RandomMap):
@@ -117,11 +116,10 @@ class TrainTransform(grain.transforms.RandomMap):
             (src_y + size_y) * height / scaled_h,
         )
         flip = self.hflip and bool(rng.random() < 0.5)
-        jitter, order = None, ()
+        jitter = None
         if self.color_jitter > 0:
             jitter = tuple(rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=3).tolist())
-            order = tuple(rng.permutation(3).tolist())
-        return Augmentation(box, (size_y, size_x), (dst_y, dst_x), flip, jitter, order)
+        return Augmentation(box, (size_y, size_x), (dst_y, dst_x), flip, jitter)
 
     def apply(
         self,
@@ -140,7 +138,7 @@ class TrainTransform(grain.transforms.RandomMap):
         image = Image.fromarray(record["image"]).resize((size_x, size_y), Image.BILINEAR, box=augmentation.box)
         label = Image.fromarray(record["label"]).resize((size_x, size_y), Image.NEAREST, box=augmentation.box)
         if augmentation.jitter is not None:
-            image = _jitter(image, augmentation.jitter, augmentation.jitter_order)
+            image = _jitter(image, *augmentation.jitter)
         if augmentation.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             label = label.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -153,25 +151,19 @@ class TrainTransform(grain.transforms.RandomMap):
         return {"image": out_image, "label": out_label}
 
 
-def _jitter(image: Image.Image, factors: Sequence[float], order: Sequence[int]) -> Image.Image:
-    """Brightness, contrast and saturation by `factors`, applied in `order` (0, 1, 2 = B, C, S).
+def _jitter(image: Image.Image, brightness: float, contrast: float, saturation: float) -> Image.Image:
+    """Brightness, contrast and saturation as PIL's ImageEnhance defines them, in one pass.
 
-    Each is an affine map of RGB (PIL's ImageEnhance definitions), so their composition is one 3x4
-    colour matrix that PIL applies in a single pass; values are clipped to [0, 255] once, at the end.
+    Brightness scales towards black, contrast blends with the image's mean grey level, saturation
+    with each pixel's grey level. All three are affine maps of RGB that commute (none changes
+    another's reference grey), so a random order would change nothing; composed, they are one
+    3x4 colour matrix that PIL applies in a single pass, clipping to [0, 255] once at the end.
     """
-    matrix = np.eye(3)  # x -> matrix @ x + offset, in 0-255 RGB
-    offset = np.zeros(3)
-    mean = np.asarray(ImageStat.Stat(image).mean)  # per-channel mean of the current image
-    for op in order:
-        f = factors[op]
-        if op == 0:  # brightness: towards black
-            step, shift = f * np.eye(3), np.zeros(3)
-        elif op == 1:  # contrast: towards the mean grey level of the image
-            step, shift = f * np.eye(3), (1 - f) * (_GREY @ mean) * np.ones(3)
-        else:  # saturation: towards each pixel's own grey level
-            step, shift = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), _GREY), np.zeros(3)
-        matrix, offset = step @ matrix, step @ offset + shift
-        mean = step @ mean + shift
+    mean_grey = _GREY @ np.asarray(ImageStat.Stat(image).mean)
+    # Saturation: s * x + (1 - s) * grey(x); then contrast and brightness scale it and add a grey
+    # offset: b * (c * x' + (1 - c) * mean_grey).
+    matrix = brightness * contrast * (saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _GREY))
+    offset = np.full(3, brightness * (1 - contrast) * mean_grey)
     return image.convert("RGB", tuple(np.concatenate([matrix, offset[:, None]], 1).ravel()))
 
 

@@ -148,29 +148,27 @@ def _jitter_reference(image: np.ndarray, factors, order) -> np.ndarray:
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
-def test_colour_jitter_is_brightness_contrast_saturation_in_the_given_order(order):
+def test_colour_jitter_equals_brightness_contrast_saturation_applied_one_by_one(order):
+    """The three operations commute (before clipping), so any order gives the one-pass result."""
     image = np.random.default_rng(0).integers(100, 150, (16, 16, 3), np.uint8)
     factors = (1.3, 0.7, 1.2)
-    jittered = np.asarray(_jitter(Image.fromarray(image), factors, order), float)
+    jittered = np.asarray(_jitter(Image.fromarray(image), *factors), float)
     reference = np.clip(_jitter_reference(image, factors, order), 0, 255)  # clipped once, at the end
     np.testing.assert_allclose(jittered, reference, atol=0.51)
 
 
-def test_jitter_factors_and_order_are_drawn_per_example():
+def test_jitter_factors_are_drawn_per_example():
     transform = TrainTransform((8, 8), MEAN, STD, color_jitter=0.4)
     record = _blocks()
-    drawn = [transform.sample(record, np.random.default_rng(s)) for s in range(30)]
-    factors = np.array([a.jitter for a in drawn])
+    factors = np.array([transform.sample(record, np.random.default_rng(s)).jitter for s in range(30)])
     assert factors.min() >= 0.6 and factors.max() <= 1.4 and factors.std() > 0.15
-    assert len({a.jitter_order for a in drawn}) == 6
     assert TrainTransform((8, 8), MEAN, STD, color_jitter=0.0).sample(record, np.random.default_rng(0)).jitter is None
 
 
 def test_colour_jitter_clips_to_the_uint8_range():
     image = Image.fromarray(np.full((4, 4, 3), 250, np.uint8))
-    values = np.asarray(_jitter(image, (1.4, 1.0, 1.0), (0, 1, 2)))
-    assert values.max() == 255 and np.all(values == 255)
-    assert np.all(np.asarray(_jitter(image, (0.6, 1.0, 1.0), (0, 1, 2))) == 150)
+    assert np.all(np.asarray(_jitter(image, 1.4, 1.0, 1.0)) == 255)
+    assert np.all(np.asarray(_jitter(image, 0.6, 1.0, 1.0)) == 150)
 
 
 def test_batcher_writes_the_same_examples_as_the_per_example_transform():
