@@ -41,8 +41,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.shuffle = True
     config.num_workers = 0
     config.num_threads = 2
-    config.worker_buffer_size = 2  # Batches buffered by each worker process.
-    config.prefetch_buffer_size = 2  # Batches prefetched per process (at least num_threads is used).
+    config.worker_buffer_size = 2  # Finished batches each worker process keeps ready.
+    config.prefetch_buffer_size = 2  # Batches computed ahead in-process (num_workers=0).
 
     # Reader options (read by bisenet_jax/data/sources.py).
     config.custom = ml_collections.ConfigDict()
