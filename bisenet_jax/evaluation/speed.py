@@ -51,7 +51,7 @@ class SpeedResult:
     fps: float
     iterations: int
     warmup: int
-    compile_seconds: float
+    compile_seconds: float  # JAX: lower + compile; torch: moving the module to the dtype (eager, no compile)
     threads: int
     params: int
     gflops: float  # XLA cost analysis of the compiled forward (2 FLOPs per multiply-add); NaN for torch
@@ -245,19 +245,21 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int) -> str:
 def format_results(results: Sequence[SpeedResult]) -> str:
     """A table of results; for each JAX/PyTorch pair the speed-up (torch latency / jax latency)."""
     header = (f"{'framework':<9} {'model':<14} {'input (NxHxW)':<15} {'precision':<9} {'median ms':>9} "
-              f"{'p10':>8} {'p90':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7}")
+              f"{'p10':>8} {'p90':>8} {'min':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7}")
     lines = [header, "-" * len(header)]
     jax_latency = {}
     for r in results:
         key = (r.model, r.batch_size, r.height, r.width, r.precision)
         gflops = "" if r.gflops != r.gflops else f"{r.gflops:7.1f}"
+        compile_s = f"{r.compile_seconds:9.1f}" if r.framework == "jax" else f"{'(eager)':>9}"
         line = (f"{r.framework:<9} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} {r.precision:<9} "
-                f"{r.latency_ms_median:9.1f} {r.latency_ms_p10:8.1f} {r.latency_ms_p90:8.1f} {r.fps:7.2f} "
-                f"{r.compile_seconds:9.1f} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7}")
+                f"{r.latency_ms_median:9.1f} {r.latency_ms_p10:8.1f} {r.latency_ms_p90:8.1f} "
+                f"{r.latency_ms_min:8.1f} {r.fps:7.2f} "
+                f"{compile_s} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7}")
         if r.framework == "jax":
             jax_latency[key] = r.latency_ms_median
         elif key in jax_latency:
-            line += (f"   JAX speed-up x{r.latency_ms_median / jax_latency[key]:.2f}"
+            line += (f"   JAX speed-up x{r.latency_ms_median / jax_latency[key]:.2f} (median)"
                      f" (max |diff| {r.max_abs_diff:.1e})")
         lines.append(line)
     return "\n".join(lines)
