@@ -17,15 +17,15 @@ from bisenet_jax.models import create_model
 def make_random_variables(model_name: str, num_classes: int = 19, seed: int = 0, aux_heads: bool = True) -> dict:
     """Variables of ``model_name`` drawn in numpy from the shapes alone (no slow ``init``).
 
-    Kernels are He-normal; BN scales, shifts and running statistics are randomised so that no
+    Kernels are He-normal (fan_out); BN scales, shifts and running statistics are randomised so that no
     BatchNorm is the identity (a transposed or misplaced statistic would show in the logits).
     """
     rng = np.random.default_rng(seed)
     template = model_template(model_name, num_classes, aux_heads)
 
     def draw(path, shape):
-        if path[-1] == "kernel":
-            return rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
+        if path[-1] == "kernel":  # He normal over fan_out, the models' own init (HWIO: kh * kw * out)
+            return rng.standard_normal(shape) * np.sqrt(2.0 / (shape[0] * shape[1] * shape[3]))
         if path[-1] == "scale":
             return 1.0 + 0.2 * rng.standard_normal(shape)
         if path[-1] in ("bias", "mean"):

@@ -154,3 +154,19 @@ def test_pth_with_pickled_objects_is_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _NotATensor()}, path)
     with pytest.raises(ValueError, match=r"refusing to load it with weights_only=False"):
         load_torch_checkpoint(path)
+
+
+@pytest.mark.parametrize("model_name,version", MODELS)
+def test_torch_model_reproduces_the_reference_implementations_golden_logits(model_name, version, reference_dir,
+                                                                            rel_error):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_weights", reference_dir / "golden" / "make_weights.py")
+    make_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_weights)
+    weights = make_weights.weights(reference_dir / f"pytorch_bisenet{version}_state_dict.txt")
+    golden = np.load(reference_dir / "golden" / f"golden_bisenet{version}.npz")
+    model = build_torch_model(model_name, 19)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=True)
+    with torch.no_grad():
+        logits = model.eval()(torch.from_numpy(golden["input_nchw"])).numpy()
+    assert rel_error(logits, golden["logits_nchw"]) < 1e-4
