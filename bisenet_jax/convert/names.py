@@ -99,7 +99,10 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], template: Mapping[s
 
 def _to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor; converted without importing torch here
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            value = value.float()
+        value = value.numpy()
     return np.asarray(value)
 
 

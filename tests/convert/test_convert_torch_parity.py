@@ -145,6 +145,28 @@ def test_pth_round_trip_loads_in_torch_and_back_in_jax(tmp_path, random_variable
     assert all(np.array_equal(flat_back[k], flat[k]) for k in flat)
 
 
+def test_exported_file_loads_as_a_ready_torch_model(tmp_path, random_variables, jax_logits, rel_error):
+    pytest.importorskip("safetensors")
+    from bisenet_jax.convert.torch_io import load_torch_model
+    variables = random_variables("bisenetv1_r18", num_classes=5, seed=6)
+    path = save_torch_checkpoint(to_torch_state_dict(variables, "bisenetv1_r18", aux_heads=False),
+                                 tmp_path / "deploy.safetensors")
+    model = load_torch_model(path)  # model from the keys, classes from the classifier
+    assert not model.training and not hasattr(model, "conv_out16")
+    images = _images(64, 96)
+    assert rel_error(_torch_eval_logits(model, images), jax_logits("bisenetv1_r18", variables, images)) < 1e-4
+
+
+def test_half_precision_torch_checkpoints_import_as_float32(random_variables):
+    variables = random_variables("bisenetv2", seed=8)
+    state_dict = to_torch_state_dict(variables, "bisenetv2", as_torch=True)
+    halved = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state_dict.items()}
+    back = from_torch_state_dict(halved, "bisenetv2")
+    kernel = back["params"]["head"]["conv_out"]["1"]["kernel"]
+    assert kernel.dtype == np.float32
+    np.testing.assert_allclose(kernel, variables["params"]["head"]["conv_out"]["1"]["kernel"], rtol=1e-2, atol=1e-3)
+
+
 class _NotATensor:
     pass
 
