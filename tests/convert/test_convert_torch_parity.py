@@ -97,6 +97,15 @@ def test_sides_not_multiple_of_32_give_the_same_logits(model_name, random_variab
     assert rel_error(_torch_eval_logits(model, images), jax_logits(model_name, variables, images)) < 1e-4
 
 
+@pytest.mark.parametrize("model_name", ["bisenetv1_r50", "bisenetv1_x39"])
+def test_bottleneck_and_xception_backbones_give_the_same_logits(model_name, random_variables, jax_logits, rel_error):
+    variables = random_variables(model_name, seed=3)
+    model = build_torch_model(model_name, 19)
+    model.load_state_dict(to_torch_state_dict(variables, model_name, as_torch=True), strict=True)
+    images = _images(64, 96)
+    assert rel_error(_torch_eval_logits(model, images), jax_logits(model_name, variables, images)) < 1e-4
+
+
 # --- torchvision ImageNet backbones -------------------------------------------------------------
 
 
