@@ -25,10 +25,11 @@ from typing import Any
 
 import grain
 import jax
-from absl import flags
 import numpy as np
+from absl import flags
 
 from bisenet_jax.data.datasets import DatasetInfo, get_dataset_info
+from bisenet_jax.data.sources import create_source
 from bisenet_jax.data.transforms import EvalTransform, SampleAugmentation, TrainBatcher, TrainTransform
 
 
@@ -45,8 +46,6 @@ def create_train_iterator(
     Batches are {"image": float32 (B, crop_h, crop_w, 3), "label": int32 (B, crop_h, crop_w)} with
     B = global_batch_size // process_count. `process_index` / `process_count` default to JAX's.
     """
-    from bisenet_jax.data.sources import create_source  # sources may import heavy readers.
-
     source = create_source(data_config, data_config.train_split)
     info = get_dataset_info(data_config)
     dataset = train_dataset(
@@ -119,8 +118,6 @@ def local_batch_size_for(global_batch_size: int, process_count: int) -> int:
 
 def num_examples(data_config: Any, split: str | None = None) -> int:
     """Number of examples in a split (default: the training split)."""
-    from bisenet_jax.data.sources import create_source
-
     return len(create_source(data_config, split or data_config.train_split))
 
 
@@ -141,8 +138,6 @@ def create_eval_dataset(
 
     Batches are {"image": float32 (B, H, W, 3), "label": int32 (B, H, W), "id": list[str]}.
     """
-    from bisenet_jax.data.sources import create_source
-
     info = get_dataset_info(data_config)
     return EvalDataset(
         create_source(data_config, split),
