@@ -55,7 +55,7 @@ class SpeedResult:
     threads: int
     params: int
     gflops: float  # XLA cost analysis of the compiled forward (2 FLOPs per multiply-add); NaN for torch
-    max_abs_diff: float = float("nan")  # torch only: |torch - jax| logits on the benchmark input
+    max_rel_diff: float = float("nan")  # torch only: max |torch - jax| / max |jax| of the logits
 
     @property
     def gmacs(self) -> float:
@@ -164,11 +164,11 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
     if torch_model is not None:
         import torch
 
-        diff = _max_abs_diff(compiled(variables, x), runners["torch"].output())
+        diff = _max_rel_diff(compiled(variables, x), runners["torch"].output())
         results.append(SpeedResult(framework="torch", **common, **summarize(times["torch"], batch_size),
                                    compile_seconds=setup["torch"], threads=torch.get_num_threads(),
                                    params=sum(p.numel() for p in torch_model.parameters()),
-                                   gflops=float("nan"), max_abs_diff=diff))
+                                   gflops=float("nan"), max_rel_diff=diff))
     return results
 
 
@@ -260,7 +260,7 @@ def format_results(results: Sequence[SpeedResult]) -> str:
             jax_latency[key] = r.latency_ms_median
         elif key in jax_latency:
             line += (f"   JAX speed-up x{r.latency_ms_median / jax_latency[key]:.2f} (median)"
-                     f" (max |diff| {r.max_abs_diff:.1e})")
+                     f" (logits max rel. diff {r.max_rel_diff:.0e})")
         lines.append(line)
     return "\n".join(lines)
 
@@ -311,8 +311,10 @@ def _torch_runner(torch_model, x_nhwc: np.ndarray, precision: str) -> tuple[_Tor
     return _TorchRun(module, x), time.perf_counter() - start
 
 
-def _max_abs_diff(jax_logits: jax.Array, torch_logits: np.ndarray) -> float:
-    return float(np.max(np.abs(np.asarray(jax_logits, np.float32) - torch_logits)))
+def _max_rel_diff(jax_logits: jax.Array, torch_logits: np.ndarray) -> float:
+    """Sanity check that both frameworks ran the same network on the same input."""
+    jax_logits = np.asarray(jax_logits, np.float32)
+    return float(np.max(np.abs(jax_logits - torch_logits)) / max(np.max(np.abs(jax_logits)), 1e-12))
 
 
 def _cpu_name() -> str:
