@@ -1,0 +1,41 @@
+r"""BiSeNetV1-R18 on CamVid from scratch under a 30-minute budget on a 2-core CPU (the full recipe, shrunk).
+
+    python scripts/benchmark_camvid.py --model v1_r18 --compare-torch
+    python -m bisenet_jax.main --config configs/camvid_bisenetv1_r18_cpu.py \
+        --config.data.root=../shared/data/camvid --workdir runs/camvid_v1_r18_cpu
+
+Expected: see the README's CamVid table (val mIoU after 30 minutes, with the learning curve).
+
+What changes from camvid_bisenetv1_r18.py, and why:
+- crop 256x320 (of 480x360), batch 8, scale [0.75, 1.5], colour jitter 0.2: about 40% of the
+  full recipe's pixels per step, and lighter augmentation for a run of about 12 epochs.
+- lr 2e-2 (heads 2e-1) instead of 1e-2: there is no ImageNet backbone to protect, and the schedule
+  is short. Warmup 5% of the steps, then poly 0.9 to zero at the end of the budget.
+- num_steps: what 30 minutes reach. Measured JAX step (crop 256x320, batch 8): 10.9 s wall and 5.4
+  CPU s on the shared 2-core machine (load 6-9.5); on a quiet machine about 3 s, i.e. about 560
+  steps after compilation and 3 periodic evaluations. scripts/benchmark_camvid.py refits num_steps
+  to the machine it runs on (a short calibration); time_budget_minutes = 30 stops a slower run.
+- 4 evaluations (every num_steps / 4) for a learning curve; each costs about 101 x 0.2 s here.
+- no prediction images, and checkpoints only at evaluations: both would eat into the budget.
+"""
+from bisenet_jax.train.config import sibling_config
+
+
+def get_config():
+    config = sibling_config(__file__, "camvid_bisenetv1_r18")
+    config.data.crop_size = (256, 320)
+    config.data.scale_range = (0.75, 1.5)
+    config.data.color_jitter = 0.2
+    config.data.num_workers = 0  # 2 cores: the transforms run in threads of the training process
+    config.data.num_threads = 2
+    config.train.batch_size = 8
+    config.train.num_steps = 560
+    config.train.time_budget_minutes = 30.0
+    config.train.eval_every = 140
+    config.train.checkpoint_every = 560
+    config.train.log_every = 10
+    config.train.num_prediction_images = 0
+    config.optimizer.lr = 2e-2
+    config.optimizer.warmup_steps = 28
+    config.eval.batch_size = 1  # 101 val images: no padded batch at the end
+    return config

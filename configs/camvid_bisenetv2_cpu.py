@@ -1,0 +1,26 @@
+r"""BiSeNetV2 on CamVid from scratch under a 30-minute budget on a 2-core CPU.
+
+    python scripts/benchmark_camvid.py --model v2 --compare-torch
+
+Expected: see the README's CamVid table.
+
+The R18 CPU recipe with V2's optimiser (lr 5e-2, no head multiplier, as in camvid_bisenetv2.py)
+and smaller crops, 192x256: V2 is the slowest of the three to train on this CPU. Measured JAX step
+at crop 256x320, batch 8: 32 s wall and 17 CPU s on the shared 2-core machine (load 6-8), three times
+R18's; most of it is in XLA:CPU's depthwise convolutions. At 192x256 about 0.6 of that: on a quiet
+machine about 5.5 s, i.e. about 300 steps in 30 minutes.
+"""
+from bisenet_jax.train.config import sibling_config
+
+
+def get_config():
+    config = sibling_config(__file__, "camvid_bisenetv1_r18_cpu")
+    config.model.name = "bisenetv2"
+    config.data.crop_size = (192, 256)
+    config.optimizer.lr = 5e-2
+    config.optimizer.head_lr_multiplier = 1.0
+    config.train.num_steps = 300
+    config.train.eval_every = 75
+    config.train.checkpoint_every = 300
+    config.optimizer.warmup_steps = 15
+    return config
