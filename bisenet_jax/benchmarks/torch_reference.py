@@ -1,0 +1,278 @@
+"""The PyTorch side of the CamVid benchmark: the same recipe as the JAX run, in a plain PyTorch loop.
+
+What is shared with the JAX side, so that only the framework differs:
+
+- inputs: the numpy batches of ``bisenet_jax.data.create_train_iterator`` with the same data config
+  and seed (batch t is the same array in both runs), transposed to NCHW at this boundary only;
+- model: ``bisenet_jax.convert.torch_models.build_torch_model`` (the reference layout, the same
+  initialisation schemes), in training mode with the auxiliary heads;
+- loss: OHEM cross-entropy (``REFERENCE.md`` section 3) on the main and every auxiliary head;
+- optimiser: SGD with momentum, weight decay on convolution weights only, ``head_lr_multiplier`` on
+  the parameters of ``optimizer.head_modules``, the learning rate of every step taken from
+  ``bisenet_jax.train.optim.warmup_poly_schedule``;
+- budget: the clock starts before the first step; periodic evaluations count against the budget,
+  the final evaluation does not (as in ``bisenet_jax.train.loop``);
+- evaluation: the eval batches of ``create_eval_dataset`` at full resolution, one confusion matrix
+  (``bisenet_jax.evaluation.metrics``) over the split, ``compute_metrics``.
+
+torch is imported only here (and in ``bisenet_jax.convert.torch_models``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bisenet_jax import data as data_lib
+from bisenet_jax.convert.torch_models import build_torch_model
+from bisenet_jax.evaluation import metrics as metrics_lib
+
+
+def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 255,
+                       thresh: float = 0.7, min_kept_divisor: int = 16) -> torch.Tensor:
+    """Mean of the pixel losses above ``-ln(thresh)``, or of the ``n_valid // 16`` largest if fewer pass.
+
+    ``logits`` (N, C, H, W), ``labels`` (N, H, W) int64; ignored pixels have loss 0 (and count as
+    such among the largest), exactly as ``bisenet_jax.train.losses.ohem_cross_entropy``.
+    """
+    num_classes = logits.shape[1]
+    valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+    safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
+    losses = F.cross_entropy(logits.float(), safe_labels, reduction="none")
+    losses = torch.where(valid, losses, torch.zeros_like(losses)).reshape(-1)
+    n_min = int(valid.sum()) // min_kept_divisor
+    hard = losses[losses > -math.log(thresh)]
+    if hard.numel() < n_min:
+        hard = losses.topk(n_min).values
+    if hard.numel() == 0:  # nothing labelled and nothing hard: 0, like the JAX loss
+        return losses.sum() * 0.0
+    return hard.mean()
+
+
+def segmentation_loss(logits: torch.Tensor, aux_logits: Sequence[torch.Tensor], labels: torch.Tensor,
+                      loss_config: Any, ignore_label: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """loss(main) + aux_weight * sum(loss(aux_i)) with ``config.loss`` (OHEM or plain CE)."""
+    if loss_config.name == "ohem":
+        fn = lambda lg: ohem_cross_entropy(lg, labels, ignore_label, loss_config.ohem_thresh)
+    elif loss_config.name == "ce":
+        fn = lambda lg: F.cross_entropy(lg.float(), labels, ignore_index=ignore_label)
+    else:
+        raise ValueError(f"unknown loss {loss_config.name!r}; expected 'ohem' or 'ce'")
+    main = fn(logits)
+    aux = [fn(a) for a in aux_logits]
+    total = main + loss_config.aux_weight * sum(aux) if aux else main
+    terms = {"loss_main": main.detach().item(), **{f"loss_aux{i + 1}": a.detach().item() for i, a in enumerate(aux)}}
+    return total, terms
+
+
+def param_groups(model: torch.nn.Module, optimizer_config: Any) -> list[dict[str, Any]]:
+    """SGD parameter groups: (base | head) x (conv weights with weight decay | the rest without).
+
+    A parameter is in the head group when the first component of its name is one of
+    ``optimizer_config.head_modules`` (``ffm``, ``conv_out``, ... in the reference layout, the same
+    top-level names as the Flax models). ``lr_scale`` is the group's learning-rate multiplier.
+    """
+    head_modules = set(optimizer_config.head_modules) if optimizer_config.head_lr_multiplier != 1.0 else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        key = (name.split(".")[0] in head_modules, param.ndim == 4)
+        groups.setdefault(key, []).append(param)
+    return [{"params": params, "weight_decay": optimizer_config.weight_decay if decay else 0.0,
+             "lr_scale": optimizer_config.head_lr_multiplier if head else 1.0, "name": f"{'head' if head else 'base'}"
+             f"{'/decay' if decay else '/no_decay'}"} for (head, decay), params in sorted(groups.items())]
+
+
+def create_optimizer(model: torch.nn.Module, optimizer_config: Any) -> torch.optim.Optimizer:
+    """torch SGD mirroring ``bisenet_jax.train.optim.create_optimizer`` (SGD only)."""
+    if optimizer_config.name != "sgd":
+        raise ValueError(f"the PyTorch reference implements optimizer.name='sgd' only, got {optimizer_config.name!r}")
+    if optimizer_config.grad_clip_norm > 0:
+        raise ValueError("the PyTorch reference does not clip gradients; set optimizer.grad_clip_norm=0")
+    return torch.optim.SGD(param_groups(model, optimizer_config), lr=optimizer_config.lr,
+                           momentum=optimizer_config.momentum, nesterov=optimizer_config.nesterov)
+
+
+def learning_rates(optimizer_config: Any, num_steps: int) -> np.ndarray:
+    """The base learning rate of steps 0..num_steps-1, from the JAX schedule itself."""
+    from bisenet_jax.train.optim import warmup_poly_schedule
+
+    schedule = warmup_poly_schedule(optimizer_config.lr, optimizer_config.total_steps, optimizer_config.warmup_steps,
+                                    optimizer_config.warmup_start_factor, optimizer_config.poly_power,
+                                    optimizer_config.warmup)
+    return np.asarray(schedule(np.arange(num_steps)), np.float64)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
+def to_torch(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pipeline batch {"image": (N, H, W, 3) float32, "label": (N, H, W) int32} -> NCHW float, int64."""
+    images = torch.from_numpy(np.ascontiguousarray(np.asarray(batch["image"], np.float32).transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(np.asarray(batch["label"]).astype(np.int64))
+    return images, labels
+
+
+def evaluate(model: torch.nn.Module, data_config: Any, split: str, batch_size: int, num_classes: int,
+             class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Single-scale evaluation at the original resolution with the shared metrics code."""
+    was_training = model.training
+    model.eval()
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    num_images, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for batch in data_lib.create_eval_dataset(data_config, split, batch_size):
+            images, _ = to_torch(batch)
+            predictions = model(images).argmax(dim=1).numpy()
+            confusion += metrics_lib.to_host(metrics_lib.confusion_matrix(batch["label"], predictions, num_classes))
+            num_images += sum(1 for i in batch["id"] if i != "")
+    model.train(was_training)
+    return {"mode": "ss", **metrics_lib.compute_metrics(confusion), "num_images": num_images,
+            "seconds": time.perf_counter() - start,
+            "class_names": list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)],
+            "confusion_matrix": confusion.tolist()}
+
+
+def default_num_threads() -> int:
+    """The CPUs this process may run on (what ``torch.set_num_threads`` is given)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def train_and_evaluate(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` with the PyTorch reference under ``config.train.time_budget_minutes``.
+
+    Writes ``workdir/metrics.jsonl`` (the JAX loop's keys: ``train/loss``, ``val/miou``, ...) and
+    ``workdir/model.pth``; returns the final evaluation plus ``step``, ``stop_reason``,
+    ``train_seconds`` (wall clock of the budgeted part) and ``curve`` (one row per evaluation).
+    """
+    from bisenet_jax.train.monitoring import MetricWriter
+
+    if config.model.dtype != "float32":
+        raise ValueError(f"the PyTorch reference trains in float32; got config.model.dtype={config.model.dtype!r}")
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    num_threads = num_threads or default_num_threads()
+    torch.set_num_threads(num_threads)
+    torch.manual_seed(config.train.seed)
+    info = data_lib.get_dataset_info(config.data)
+    model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads)
+    model.train()
+    optimizer = create_optimizer(model, config.optimizer)
+    num_steps = int(config.train.num_steps)
+    lrs = learning_rates(config.optimizer, num_steps)
+    data_iter = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
+    writer = MetricWriter(workdir, enabled=True)
+    log(f"torch {torch.__version__} ({num_threads} threads): {config.model.name}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; batch {config.train.batch_size}, "
+        f"crop {tuple(config.data.crop_size)}; steps 0 -> {num_steps}; workdir {workdir}")
+
+    budget_s = 60.0 * config.train.time_budget_minutes
+    eval_every, log_every = int(config.train.eval_every), int(config.train.log_every)
+    curve: list[dict[str, Any]] = []
+    window: list[float] = []
+    last_loss, results, step, stop_reason, train_seconds = float("nan"), {}, 0, "done", 0.0
+    t_start = t_log = time.time()
+    steps_in_log = 0
+    while step < num_steps:
+        images, labels = to_torch(next(data_iter))
+        set_learning_rate(optimizer, lrs[step])
+        logits, aux_logits = model(images)
+        loss, terms = segmentation_loss(logits, aux_logits, labels, config.loss, info.ignore_label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        steps_in_log += 1
+        value = loss.detach().item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"PyTorch reference: non-finite loss ({value}) at step {step}; lower "
+                                     "optimizer.lr or check the labels (scripts/check_dataset.py)")
+        window.append(value)
+        over_budget = budget_s > 0 and time.time() - t_start > budget_s
+        is_last = step == num_steps
+        if step % log_every == 0 or is_last or over_budget:
+            elapsed = time.time() - t_log
+            last_loss = float(np.mean(window))
+            writer.scalars(step, {"loss": last_loss, **terms, "lr": lrs[step - 1],
+                                  "images_per_second": steps_in_log * config.train.batch_size / max(elapsed, 1e-9)},
+                           prefix="train/")
+            window, steps_in_log, t_log = [], 0, time.time()
+        want_eval = eval_every >= 0 and (is_last or over_budget or (eval_every > 0 and step % eval_every == 0))
+        if over_budget and not is_last:
+            stop_reason = f"time budget of {config.train.time_budget_minutes} min reached"
+        train_seconds = time.time() - t_start  # the budgeted wall clock: every step and the evaluations before it
+        if want_eval:
+            results = evaluate(model, config.data, config.data.eval_split, config.eval.batch_size,
+                               info.num_classes, info.class_names)
+            writer.scalars(step, {"miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"]},
+                           prefix="val/")
+            curve.append({"step": step, "minutes": train_seconds / 60.0, "train_loss": last_loss,
+                          "val_miou": results["miou"]})
+            log(f"[torch] step {step}: val mIoU {results['miou']:.4f} ({train_seconds / 60:.1f} min)")
+            t_log = time.time()  # keep evaluation out of the throughput
+        if stop_reason != "done":
+            break  # the final evaluation (just done) is outside the budget
+    writer.close()
+    torch.save(model.state_dict(), workdir / "model.pth")
+    return {"step": step, "stop_reason": stop_reason, "train_seconds": train_seconds, "curve": curve,
+            "num_threads": num_threads, **results}
+
+
+def calibrate(config: Any, num_steps: int = 8, num_eval_images: int = 6, num_threads: int = 0) -> dict[str, float]:
+    """Times the PyTorch train step and the evaluation of a few val images (a throw-away model).
+
+    Same keys as ``bisenet_jax.benchmarks.camvid.calibrate_jax``: ``step_seconds``,
+    ``cpu_step_seconds``, ``startup_seconds`` (the first step), ``eval_startup_seconds`` (the
+    first image), ``eval_seconds_per_image``.
+    """
+    import resource
+
+    def cpu_seconds():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    num_threads = num_threads or default_num_threads()
+    torch.set_num_threads(num_threads)
+    torch.manual_seed(config.train.seed)
+    info = data_lib.get_dataset_info(config.data)
+    model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads).train()
+    optimizer = create_optimizer(model, config.optimizer)
+    set_learning_rate(optimizer, float(config.optimizer.lr) * config.optimizer.warmup_start_factor)
+    batches = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
+
+    def timed_steps(n):
+        start, cpu = time.perf_counter(), cpu_seconds()
+        for _ in range(n):
+            images, labels = to_torch(next(batches))
+            logits, aux_logits = model(images)
+            loss, _ = segmentation_loss(logits, aux_logits, labels, config.loss, info.ignore_label)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - start, cpu_seconds() - cpu
+
+    startup, _ = timed_steps(1)
+    seconds, cpu = timed_steps(num_steps)
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i, batch in enumerate(data_lib.create_eval_dataset(config.data, config.data.eval_split, 1)):
+            if i > num_eval_images:
+                break
+            start = time.perf_counter()
+            model(to_torch(batch)[0]).argmax(dim=1)
+            times.append(time.perf_counter() - start)
+    return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
+            "eval_startup_seconds": times[0], "eval_seconds_per_image": min(times[1:]) if len(times) > 1 else times[0],
+            "calibration_steps": num_steps, "num_threads": num_threads}

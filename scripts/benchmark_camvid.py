@@ -1,0 +1,68 @@
+"""CamVid time-to-accuracy: train BiSeNet for a wall-clock budget, evaluate on val, optionally against PyTorch.
+
+  python scripts/benchmark_camvid.py --model v1_r18 --compare-torch
+  python scripts/benchmark_camvid.py --model v2 --budget-minutes 30 --workdir runs/camvid_bench_v2
+  python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.02 --set data.crop_size="(256,320)"
+
+Trains configs/camvid_<model>_cpu.py from scratch on the train split for --budget-minutes (the
+schedule fitted to the budget after a short calibration, see bisenet_jax/benchmarks/camvid.py),
+evaluates on val (single scale, 480x360) and prints the mIoU, the per-class IoU and the learning
+curve. --compare-torch then runs the same recipe, data and budget with the PyTorch reference module
+in a plain PyTorch loop, after the JAX run, and prints both side by side. Everything is also written
+to <workdir>/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+
+
+def _steps(text: str) -> str | int:
+    if text in ("fit", "config"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps must be 'fit', 'config' or a number of steps, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bisenet_jax.benchmarks import camvid
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(camvid.MODELS), default="v1_r18")
+    parser.add_argument("--budget-minutes", type=float, default=30.0, help="wall-clock training budget (default 30)")
+    parser.add_argument("--root", default=os.environ.get("BISENET_CAMVID_ROOT", str(camvid.DEFAULT_ROOT)),
+                        help="CamVid (SegNet release) folder with train/ trainannot/ val/ valannot/")
+    parser.add_argument("--workdir", default="", help="output folder (default runs/benchmark_camvid/<model>)")
+    parser.add_argument("--compare-torch", action="store_true", help="then run the PyTorch reference the same way")
+    parser.add_argument("--torch-only", action="store_true", help="run the PyTorch reference only")
+    parser.add_argument("--steps", type=_steps, default="fit",
+                        help="'fit' (default): fit num_steps to the budget from a short calibration of each side; "
+                             "'config': the config's num_steps; or a number")
+    parser.add_argument("--calibration-steps", type=int, default=8, help="timed train steps of the calibration")
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (default: all CPUs)")
+    parser.add_argument("--config", default="", help="another config file instead of configs/camvid_<model>_cpu.py")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set optimizer.lr=0.02 (repeatable; for tuning on val)")
+    parser.add_argument("--overwrite", action="store_true", help="delete a non-empty --workdir first")
+    args = parser.parse_args(argv)
+
+    config = camvid.load_config(args.model, args.root, args.config or None)
+    camvid.apply_overrides(config, args.set)
+    sides = ("torch",) if args.torch_only else ("jax", "torch") if args.compare_torch else ("jax",)
+    workdir = args.workdir or f"runs/benchmark_camvid/{args.model}"
+    result = camvid.run_benchmark(config, workdir, model=args.model, budget_minutes=args.budget_minutes, sides=sides,
+                                  steps=args.steps, calibration_steps=args.calibration_steps,
+                                  torch_threads=args.torch_threads, overwrite=args.overwrite)
+    print()
+    print(camvid.format_report(result))
+    print(f"\nwrote {pathlib.Path(workdir).absolute() / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
