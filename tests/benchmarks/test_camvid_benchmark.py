@@ -1,0 +1,166 @@
+"""The CamVid benchmark: both sides end to end on a tiny CamVid, and the PyTorch recipe's parts against JAX's."""
+from __future__ import annotations
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bisenet_jax.benchmarks import camvid, torch_reference  # noqa: E402
+from bisenet_jax.train.losses import ohem_cross_entropy  # noqa: E402
+from bisenet_jax.train.optim import warmup_poly_schedule  # noqa: E402
+
+NUM_CLASSES = 11
+
+
+def tiny_config(root, model="v1_r18"):
+    """The real CPU-budget recipe with crops, batch and evaluation shrunk to seconds."""
+    config = camvid.load_config(model, root)
+    config.data.crop_size = (32, 32)
+    config.data.num_threads = 1
+    config.train.batch_size = 2
+    config.train.num_steps = 40
+    config.train.eval_every = 20  # two evaluations: one periodic, one final
+    config.train.log_every = 1
+    config.train.progress_bar = False
+    config.optimizer.warmup_steps = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def both_sides(tiny_camvid, tmp_path_factory):
+    """Both sides for 4 steps (one periodic evaluation at step 2, the final one at 4)."""
+    workdir = tmp_path_factory.mktemp("bench")
+    result = camvid.run_benchmark(tiny_config(tiny_camvid), workdir, model="v1_r18", budget_minutes=30.0,
+                                  sides=("jax", "torch"), steps=4, log=lambda _: None)
+    return result, workdir
+
+
+def test_both_sides_train_the_planned_steps_and_evaluate(both_sides):
+    result, _ = both_sides
+    for side in ("jax", "torch"):
+        run = result[side]
+        assert (run["step"], run["num_steps"], run["stop_reason"]) == (4, 4, "done")
+        assert run["warmup_steps"] == 1 and run["eval_every"] == 2  # 40 -> 4 steps keeps 2 evaluations
+        assert 0.0 <= run["miou"] <= 1.0 and run["num_images"] == 3
+        assert len(run["iou"]) == NUM_CLASSES == len(run["class_names"])
+        assert np.asarray(run["confusion_matrix"]).sum() == 3 * 48 * 64 - 3 * 6 * 8  # every labelled val pixel
+        assert [p["step"] for p in run["curve"]] == [2, 4]
+        assert 0 < run["curve"][0]["minutes"] <= run["curve"][1]["minutes"] <= run["train_seconds"] / 60 + 1e-6
+        assert run["curve"][-1]["val_miou"] == pytest.approx(run["miou"])
+
+
+def test_results_json_holds_both_sides_and_the_report_prints_them(both_sides):
+    result, workdir = both_sides
+    saved = json.loads((workdir / "results.json").read_text())
+    assert saved["model"] == "v1_r18" and saved["budget_minutes"] == 30.0 and saved["num_val_images"] == 3
+    assert saved["jax"]["miou"] == pytest.approx(result["jax"]["miou"])
+    assert saved["torch"]["framework"] == "torch" and saved["torch"]["num_threads"] >= 1
+    report = camvid.format_report(result)
+    assert "JAX (bisenet_jax)" in report and "PyTorch reference" in report
+    assert f"{100 * result['torch']['miou']:.2f}" in report and "Bicyclist" in report
+
+
+def test_a_used_workdir_is_refused(both_sides, tiny_camvid):
+    _, workdir = both_sides
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        camvid.run_benchmark(tiny_config(tiny_camvid), workdir, sides=("torch",), steps=2)
+
+
+def test_torch_run_stops_at_the_budget_and_still_evaluates(tiny_camvid, tmp_path):
+    config = tiny_config(tiny_camvid).copy_and_resolve_references()
+    config.train.time_budget_minutes = 1e-6  # over budget after the first step
+    result = torch_reference.train_and_evaluate(config, tmp_path, log=lambda _: None)
+    assert result["step"] == 1 and "budget" in result["stop_reason"]
+    assert [p["step"] for p in result["curve"]] == [1] and 0.0 <= result["miou"] <= 1.0
+
+
+def test_torch_loss_decreases_on_a_fixed_batch(tiny_camvid):
+    config = tiny_config(tiny_camvid)
+    torch.manual_seed(0)
+    model = torch_reference.build_torch_model("bisenetv1_r18", NUM_CLASSES).train()
+    optimizer = torch_reference.create_optimizer(model, config.optimizer)
+    torch_reference.set_learning_rate(optimizer, 0.01)
+    batch = next(torch_reference.data_lib.create_train_iterator(config.data, 4, seed=0))
+    images, labels = torch_reference.to_torch(batch)
+    losses = []
+    for _ in range(10):
+        logits, aux = model(images)
+        loss, _ = torch_reference.segmentation_loss(logits, aux, labels, config.loss, 255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])  # scale 10: few pixels below the threshold, the mean of the hard ones
+def test_torch_ohem_equals_the_jax_loss(scale):
+    rng = np.random.default_rng(0)
+    logits = (scale * rng.normal(size=(2, 5, 8, 8))).astype(np.float32)  # NCHW
+    labels = rng.integers(0, 5, (2, 8, 8))
+    labels[0, :4] = 255
+    expected = ohem_cross_entropy(jnp.asarray(logits.transpose(0, 2, 3, 1)), jnp.asarray(labels), 255, 0.7)
+    got = torch_reference.ohem_cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), 255, 0.7)
+    assert got.item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_torch_ohem_keeps_the_n_min_largest_when_few_pixels_are_hard():
+    logits = torch.zeros(1, 2, 4, 8)
+    logits[0, 0] = 10.0  # class 0 predicted everywhere with certainty
+    labels = torch.zeros(1, 4, 8, dtype=torch.int64)
+    labels[0, 0, :1] = 1  # one hard pixel (loss ~10) of 32: n_min = 2 keeps it and the largest easy one
+    expected = (torch.nn.functional.cross_entropy(logits, labels, reduction="none").flatten().topk(2).values.mean())
+    assert torch_reference.ohem_cross_entropy(logits, labels).item() == pytest.approx(expected.item())
+
+
+def test_param_groups_put_weight_decay_on_conv_weights_and_10x_on_the_head_modules(tiny_camvid):
+    config = tiny_config(tiny_camvid)
+    model = torch_reference.build_torch_model("bisenetv1_r18", NUM_CLASSES)
+    groups = {g["name"]: g for g in torch_reference.param_groups(model, config.optimizer)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert set(groups) == {"base/decay", "base/no_decay", "head/decay", "head/no_decay"}
+    assert groups["head/decay"]["lr_scale"] == 10.0 and groups["base/decay"]["lr_scale"] == 1.0
+    assert groups["base/no_decay"]["weight_decay"] == 0.0 and groups["base/decay"]["weight_decay"] == 5e-4
+    assert all(p.ndim == 4 for p in groups["base/decay"]["params"])
+    assert all(p.ndim < 4 for p in groups["base/no_decay"]["params"])
+    heads = {names[id(p)].split(".")[0] for g in ("head/decay", "head/no_decay") for p in groups[g]["params"]}
+    assert heads == {"ffm", "conv_out", "conv_out16", "conv_out32"}
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_param_groups_without_a_head_multiplier_have_no_head_group(tiny_camvid):
+    config = tiny_config(tiny_camvid, "v2")
+    groups = torch_reference.param_groups(torch_reference.build_torch_model("bisenetv2", NUM_CLASSES), config.optimizer)
+    assert {g["name"] for g in groups} == {"base/decay", "base/no_decay"}
+
+
+def test_torch_learning_rates_are_the_jax_schedule(tiny_camvid):
+    config = tiny_config(tiny_camvid).optimizer
+    lrs = torch_reference.learning_rates(config, 40)
+    schedule = warmup_poly_schedule(config.lr, 40, 2, config.warmup_start_factor, config.poly_power, config.warmup)
+    np.testing.assert_allclose(lrs, [float(schedule(s)) for s in range(40)], rtol=1e-6)
+    assert lrs[0] == pytest.approx(0.1 * config.lr) and lrs[2] == pytest.approx(config.lr * (1 - 0 / 38) ** 0.9)
+
+
+def test_scale_schedule_keeps_warmup_and_evaluation_count_in_proportion(tiny_camvid):
+    config = tiny_config(tiny_camvid)  # 40 steps, warmup 2, eval every 20
+    scaled = camvid.scale_schedule(config, 400)
+    assert (scaled.train.num_steps, scaled.optimizer.total_steps, scaled.optimizer.warmup_steps) == (400, 400, 20)
+    assert scaled.train.eval_every == 200 and camvid.num_periodic_evals(scaled) == 1
+    assert camvid.scale_schedule(config, 401).train.eval_every == 201  # still 2 evaluations, the last at the end
+    assert config.train.num_steps == 40  # a copy
+
+
+def test_fit_num_steps_spends_the_budget_left_after_compilation_and_periodic_evaluations(tiny_camvid):
+    config = tiny_config(tiny_camvid)  # 2 evaluations: 1 periodic
+    calibration = {"step_seconds": 2.0, "startup_seconds": 30.0, "eval_startup_seconds": 10.0,
+                   "eval_seconds_per_image": 0.5}
+    steps = camvid.fit_num_steps(config, calibration, budget_minutes=10.0, num_eval_images=100)
+    assert steps == math.floor(camvid.SAFETY * (600 - 30 - 10 - 50) / 2.0)
+    with pytest.raises(ValueError, match="budget"):
+        camvid.fit_num_steps(config, calibration, budget_minutes=0.5, num_eval_images=100)
