@@ -11,7 +11,6 @@ import functools
 import math
 import zlib
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +39,7 @@ def _shapes_of(name: str, aux_heads: bool = True):
 
 
 def realish_variables(template, seed: int = 0):
-    """Deterministic, trained-looking variables: He-scaled kernels, BN scale ~1, shift/bias ~0.1,
+    """Deterministic variables at realistic scales: He-scaled kernels, BN scale ~1, shift/bias ~0.1,
     running mean ~0.1, running var in [0.5, 1.5] (the recipe of the golden parity weights). Every
     leaf draws from its own seed (path + ``seed``), so values do not depend on tree order."""
 
@@ -166,7 +165,8 @@ def test_resnet_backbone_has_torchvision_parameter_count_without_fc(name):
 
 
 def test_xception39_backbone_parameter_count():
-    assert _count(_shapes_of("bisenetv1_x39")["params"]["cp"]["xception"]) == 299_448  # regression value (REFERENCE.md 1.2 structure)
+    # regression value of the REFERENCE.md 1.2 structure (no ImageNet classifier exists to compare with)
+    assert _count(_shapes_of("bisenetv1_x39")["params"]["cp"]["xception"]) == 299_448
 
 
 @pytest.mark.parametrize("name", ["bisenetv1_r18", "bisenetv1_x39", "bisenetv2"])
