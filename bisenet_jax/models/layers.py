@@ -76,6 +76,10 @@ def batch_norm(train: bool, dtype: Dtype = jnp.float32, scale_init: Callable = n
         dtype=dtype,
         param_dtype=jnp.float32,
         scale_init=scale_init,
+        # Two-pass variance, mean((x - mean)^2), as PyTorch computes it: the one-pass
+        # E[x^2] - E[x]^2 loses precision when |mean| >> std, and then differs between data-parallel
+        # layouts that only change the order of the sums.
+        use_fast_variance=False,
         name=name,
     )
 

@@ -1,4 +1,6 @@
-"""Data parallelism is exact: 8 devices give what 1 device gives on the same global batch."""
+"""Data parallelism is exact: a run sharded over 8 devices computes what 1 device computes on the
+same global batch (BatchNorm statistics over the global batch, i.e. synchronised BN, and the loss
+mean over the global batch)."""
 from __future__ import annotations
 
 import json
@@ -7,19 +9,22 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
 
-
-@pytest.mark.parametrize("model_name", ["bisenetv1_x39", "bisenetv2"])
-def test_eight_way_sharded_run_matches_single_device(model_name):
+def _run(*args):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     script = pathlib.Path(__file__).with_name("multidevice_equivalence.py")
-    out = subprocess.run([sys.executable, str(script), model_name], env=env, capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    # Two SGD steps: BN statistics over the global batch (synchronised BN) and the mean loss make
-    # both runs the same function; only the order of floating-point sums differs.
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_eight_way_sharded_training_matches_single_device():
+    # BiSeNetV2 (BatchNorm everywhere, dropout, OHEM, auxiliary heads), two SGD steps on demo
+    # images. Computed in float64 so that the comparison measures the sharded program, not float32
+    # rounding: in float32 the two layouts sum in different orders (and XLA picks different conv
+    # algorithms per local batch size), which after a step differs by ~1e-4 relative on the
+    # stem kernels. A per-device BatchNorm or a per-device loss mean would differ by far more.
+    result = _run("bisenetv2", "ohem", "float64", "64")
     assert result["loss_error"] < 1e-5, result
     assert result["param_error"] < 1e-5, result
-    assert result["losses_1"][-1] != result["losses_1"][0]  # the parameters did change
+    assert result["losses_1"][1] != result["losses_1"][0]  # the parameters did change
