@@ -6,7 +6,7 @@ locked, so a misspelt field fails loudly. Running the same command on an existin
 """
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -22,6 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax/grain info logs would drown the progress bar
     from bisenet_jax.train import distributed
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.cpu_collectives)
     from bisenet_jax.train.loop import train_and_evaluate
