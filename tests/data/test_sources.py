@@ -440,6 +440,25 @@ def test_strict_mode_raises_on_out_of_range_ids(files, tmp_path):
         source[0]
 
 
+@pytest.mark.parametrize("name", ["cityscapes", "camvid", "coco_stuff", "ade20k", "identity"])
+def test_opencv_label_mapping_equals_label_map_apply(name):
+    from bisenet_jax.data import datasets
+
+    label_map = (datasets.identity_label_map(5) if name == "identity"
+                 else datasets.get_dataset_info(name).train_id_map)
+    rng = np.random.default_rng(0)
+    defined = np.flatnonzero(label_map.valid).astype(np.uint8)
+    for raw in (rng.choice(defined, (31, 45)).astype(np.uint8),  # only defined ids
+                rng.integers(0, 256, (31, 45), dtype=np.uint8),  # undefined ones too (where there are any)
+                rng.integers(0, 256, (40, 60), dtype=np.uint8)[3:34, 5:50]):  # a strided view
+        label, invalid = sources.apply_label_map(label_map, raw)
+        expected_label, expected_invalid = label_map.apply(raw)
+        assert label.dtype == np.uint8
+        np.testing.assert_array_equal(label, expected_label)
+        assert invalid == expected_invalid
+    assert invalid  # Random ids hit undefined ones: the counting path ran too.
+
+
 def test_16_bit_label_beyond_255_is_refused(tmp_path):
     Image.fromarray(np.array([[0, 1], [2, 300]], np.uint16)).save(tmp_path / "l16.png")
     with pytest.raises(ValueError, match="l16.png holds I;16 values from 0 to 300"):
