@@ -1,0 +1,53 @@
+"""Train-step images/s and compile time of a model, side by side with the PyTorch reference.
+
+  python scripts/benchmark_train.py --model bisenetv1_r18 --batch-size 8 --crop 256x320 --compare-torch
+
+Random data; the protocol is in bisenet_jax/benchmarks/train_speed.py and printed with the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="bisenetv1_r18")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", default="256x320", help="HEIGHTxWIDTH of the training crop")
+    parser.add_argument("--num-classes", type=int, default=19)
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--compare-torch", action="store_true")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+    height, width = (int(v) for v in args.crop.lower().split("x"))
+
+    from bisenet_jax.benchmarks import train_speed
+
+    print(f"protocol: full train step (aux heads, OHEM on every head, backward, SGD), random data, "
+          f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"median; CPUs available: {len(os.sched_getaffinity(0))}; load {os.getloadavg()[0]:.2f}")
+    results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
+                                           dtype=args.precision, warmup=args.warmup, steps=args.steps)]
+    if args.compare_torch:
+        results.append(train_speed.torch_train_speed(args.model, args.batch_size, height, width,
+                                                     num_classes=args.num_classes, warmup=args.warmup,
+                                                     steps=args.steps))
+    print(f"{'framework':<10}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}{'compile s':>11}")
+    for r in results:
+        print(f"{r['framework']:<10}{r['precision']:<10}{r['step_seconds_median']:>16.3f}{r['step_seconds_min']:>8.3f}"
+              f"{r['step_seconds_max']:>8.3f}{r['images_per_second']:>10.2f}{r['compile_seconds']:>11.1f}")
+    if len(results) == 2:
+        print(f"JAX / PyTorch images/s: {results[0]['images_per_second'] / results[1]['images_per_second']:.2f}x "
+              f"(load after: {os.getloadavg()[0]:.2f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
