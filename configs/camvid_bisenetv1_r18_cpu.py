@@ -12,10 +12,12 @@ What changes from camvid_bisenetv1_r18.py, and why:
 - lr 2e-2 (heads 2e-1) instead of 1e-2: there is no ImageNet backbone to protect, and the schedule
   is short. Warmup 5% of the steps, then poly 0.9 to zero at the end of the budget.
 - num_steps: what 30 minutes reach. Measured JAX step (crop 256x320, batch 8): 10.9 s wall and 5.4
-  CPU s on the shared 2-core machine (load 6-9.5); on a quiet machine about 3 s, i.e. about 560
-  steps after compilation and 3 periodic evaluations. scripts/benchmark_camvid.py refits num_steps
-  to the machine it runs on (a short calibration); time_budget_minutes = 30 stops a slower run.
-- 4 evaluations (every num_steps / 4) for a learning curve; each costs about 101 x 0.2 s here.
+  CPU s on the shared 2-core machine (load 6-9.5), 6.5 s wall at load 5; on a quiet machine about
+  3 s, i.e. about 560 steps after compilation and 3 periodic evaluations. scripts/benchmark_camvid.py
+  refits num_steps to the machine it runs on (a short calibration) and evaluates the weights saved
+  at these 4 points after the budget; time_budget_minutes = 30 stops a run that is slower.
+- 4 evaluations (every num_steps / 4) for a learning curve: with this config alone (main.py) they
+  run inside the budget, about 101 x 0.2-0.35 s each with JAX here.
 - no prediction images, and checkpoints only at evaluations: both would eat into the budget.
 """
 from bisenet_jax.train.config import sibling_config

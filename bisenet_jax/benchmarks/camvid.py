@@ -7,16 +7,20 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
 1. Recipe: ``configs/camvid_<model>_cpu.py`` (crop, batch, augmentation, OHEM, SGD with 10x head
    learning rate, warmup then poly decay), trained from scratch.
 2. Schedule fitted to the budget (``steps="fit"``, the default): before the budget starts, a short
-   calibration times the train step after its compilation and an evaluation on a few val images;
-   then ``num_steps = 0.97 * (budget - compilation - periodic evaluations) / step time``, with the
-   warmup and the number of evaluations kept in the config's proportions. Each framework is fitted
-   to its own step time, so each schedule ends when its budget does; ``time_budget_minutes`` stops
-   a run that turns out slower than calibrated (the machine got busier). ``steps="config"`` keeps
-   the config's ``num_steps`` (identical schedules, the budget as a stop), an integer sets it.
-3. Budget: the clock starts before the first train step. JAX compilation and the periodic
-   evaluations count against it; the final evaluation does not.
-4. Evaluation: the val split at its original 480x360, single scale (ss), one confusion matrix over
-   the split, exact IoU (``bisenet_jax.evaluation.metrics``).
+   calibration times the train step after its compilation; then
+   ``num_steps = 0.97 * (budget - compilation) / step time``, rounded down to a multiple of the
+   learning curve's interval, with the warmup and the number of curve points kept in the config's
+   proportions (``num_steps // eval_every``). Each framework is fitted to its own step time, so each
+   schedule ends when its budget does; ``time_budget_minutes`` stops a run that turns out slower
+   than calibrated (the machine got busier). ``steps="config"`` keeps the config's ``num_steps``
+   (identical schedules, the budget only as a stop); an integer sets it.
+3. Budget: training wall clock, from before the first train step to the last one. JAX compilation
+   counts; so does saving the weights at the learning curve's steps (both sides). No evaluation
+   runs inside the budget: eager PyTorch inference is several times slower than JAX's on this CPU,
+   and that would decide a training benchmark.
+4. Evaluation, after training: the saved weights of every curve step (the last one is the result),
+   on the val split at its original 480x360, single scale (ss), one confusion matrix over the split,
+   exact IoU (``bisenet_jax.evaluation.metrics``).
 5. The two frameworks run one after the other in this process (JAX first), never at the same time;
    the load average before and after each run is recorded, as the machine may be shared.
 """
@@ -42,9 +46,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "camvid"
 SAFETY = 0.97  # fraction of the remaining budget the fitted schedule plans to use
 PROTOCOL = ("from scratch; num_steps fitted to each side's calibrated step time (steps='fit') or as given; "
-            "budget clock from before the first train step, compilation and periodic evaluations inside it, "
-            "final evaluation outside; val split, ss at full resolution, one confusion matrix, exact IoU; "
-            "JAX then PyTorch, sequentially")
+            "budget = training wall clock from before the first step (compilation and weight saves inside, no "
+            "evaluation); the saved weights of each curve step evaluated afterwards on val, ss at full resolution, "
+            "one confusion matrix, exact IoU; JAX then PyTorch, sequentially")
 
 
 def load_config(model: str, root: str | pathlib.Path, config_file: str | pathlib.Path | None = None
@@ -90,44 +94,37 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 # Fitting the schedule to the budget.
 
 
-def scale_schedule(config: ml_collections.ConfigDict, num_steps: int) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with ``num_steps`` steps; warmup and evaluation count kept in proportion.
+def curve_points(config: ml_collections.ConfigDict) -> int:
+    """Points of the learning curve, the last at the end: the config's ``num_steps // eval_every``."""
+    every = int(config.train.eval_every)
+    return max(1, int(config.train.num_steps) // every) if every > 0 else 1
 
-    The config's ``num_steps // eval_every`` evaluations (the last one at the end) stay that many:
-    ``eval_every = ceil(num_steps / evaluations)``.
+
+def scale_schedule(config: ml_collections.ConfigDict, num_steps: int) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with about ``num_steps`` steps, warmup and curve points in proportion.
+
+    ``num_steps`` is rounded down to a multiple of the curve interval (``eval_every``, also
+    ``checkpoint_every``), so that the last step is a curve point.
     """
-    config = config.copy_and_resolve_references()  # total_steps no longer follows num_steps: both set below
-    old_steps, num_steps = int(config.train.num_steps), int(num_steps)
+    points = min(curve_points(config), int(num_steps))
+    interval = max(1, int(num_steps) // points)
+    old_steps, num_steps = int(config.train.num_steps), interval * points
     warmup = max(1, round(config.optimizer.warmup_steps * num_steps / old_steps))
     if num_steps <= warmup:
         raise ValueError(f"{num_steps} steps leave no room after a {warmup}-step warmup: the budget is too short "
                          "for this recipe (raise --budget-minutes or lower the crop size or batch size)")
+    config = config.copy_and_resolve_references()  # total_steps no longer follows num_steps: both set here
     config.train.num_steps = num_steps
     config.optimizer.total_steps = num_steps
     config.optimizer.warmup_steps = warmup
-    if config.train.eval_every > 0:
-        evaluations = max(1, old_steps // config.train.eval_every)
-        config.train.eval_every = math.ceil(num_steps / evaluations)
-    config.train.checkpoint_every = max(num_steps, 1)
+    config.train.eval_every = interval
+    config.train.checkpoint_every = interval
     return config
 
 
-def num_periodic_evals(config: ml_collections.ConfigDict) -> int:
-    """Evaluations before the last step (the ones that count against the budget)."""
-    every = config.train.eval_every
-    return (int(config.train.num_steps) - 1) // every if every > 0 else 0
-
-
-def fit_num_steps(config: ml_collections.ConfigDict, calibration: dict[str, float], budget_minutes: float,
-                  num_eval_images: int) -> int:
-    """Steps that fill ``budget_minutes`` at the calibrated step and evaluation times (see the module doc)."""
-    budget_s = 60.0 * budget_minutes
-    eval_s = calibration["eval_seconds_per_image"] * num_eval_images
-    # The number of periodic evaluations depends on num_steps only through the (fixed) evaluation count.
-    evaluations = max(1, int(config.train.num_steps) // config.train.eval_every) if config.train.eval_every > 0 else 1
-    periodic = evaluations - 1
-    available = budget_s - calibration["startup_seconds"] - (calibration["eval_startup_seconds"] if periodic else 0)
-    available -= periodic * eval_s
+def fit_num_steps(calibration: dict[str, float], budget_minutes: float) -> int:
+    """Steps that fill ``budget_minutes`` at the calibrated step time, after the first (compiling) step."""
+    available = 60.0 * budget_minutes - calibration["startup_seconds"]
     steps = int(SAFETY * available / calibration["step_seconds"])
     if steps < 2:
         raise ValueError(f"a {budget_minutes}-minute budget leaves {available:.0f} s for training at "
@@ -140,15 +137,15 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def calibrate_jax(config: ml_collections.ConfigDict, num_steps: int = 8, num_eval_images: int = 6) -> dict[str, float]:
-    """Times the JAX train step (after compiling it) and the ss evaluation of a few val images.
+def calibrate_jax(config: ml_collections.ConfigDict, num_steps: int = 8) -> dict[str, float]:
+    """Times the JAX train step: ``startup_seconds`` (the first step, compiling), ``step_seconds``
+    and ``cpu_step_seconds`` (user + system time of the process per step, all threads).
 
-    Fresh jitted functions, so nothing compiled here is reused by the budgeted run: it compiles
-    again, inside its budget.
+    A fresh jitted step, so nothing compiled here is reused by the budgeted run: it compiles again,
+    inside its budget.
     """
     import jax
 
-    from bisenet_jax.evaluation import evaluator
     from bisenet_jax.train.state import batch_sharding, build_model, create_mesh, create_train_state, replicated
     from bisenet_jax.train.step import compile_train_step
 
@@ -170,17 +167,7 @@ def calibrate_jax(config: ml_collections.ConfigDict, num_steps: int = 8, num_eva
 
     state, startup, _ = timed_steps(1, state)
     state, seconds, cpu = timed_steps(num_steps, state)
-    eval_step = evaluator.make_eval_step(model, info.num_classes, config.eval)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    times = []
-    for i, batch in enumerate(data_lib.create_eval_dataset(config.data, config.data.eval_split, 1)):
-        if i > num_eval_images:
-            break
-        start = time.perf_counter()
-        jax.block_until_ready(eval_step(variables, batch["image"], batch["label"]))
-        times.append(time.perf_counter() - start)
     return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
-            "eval_startup_seconds": times[0], "eval_seconds_per_image": min(times[1:]) if len(times) > 1 else times[0],
             "calibration_steps": num_steps}
 
 
@@ -193,71 +180,112 @@ def read_metrics(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def median_images_per_second(records: list[dict[str, Any]]) -> float:
-    """Median training throughput over the logged windows (compilation and evaluations excluded)."""
+    """Median training throughput over the logged windows (compilation and weight saves excluded)."""
     import numpy as np
 
     values = [r["train/images_per_second"] for r in records if "train/images_per_second" in r]
     return float(np.median(values)) if values else float("nan")
 
 
-def jax_learning_curve(records: list[dict[str, Any]], t_start: float) -> tuple[list[dict[str, Any]], float]:
-    """(curve rows, budgeted seconds) from the JAX loop's metrics.jsonl.
+def jax_start_time(records: list[dict[str, Any]], fallback: float) -> float:
+    """The JAX loop's clock start: its first record's time minus the compilation time it logs."""
+    for record in records:
+        if "train/compile_seconds" in record:
+            return record["time"] - record["train/compile_seconds"]
+    return fallback
 
-    The clock start is the loop's own (the time of the first record minus the compilation time it
-    logs), ``t_start`` when that record is absent. Each evaluation is preceded by a train record of
-    the same step, written when training reached it: its time is the curve's ``minutes``.
+
+def learning_curve(records: list[dict[str, Any]], t_start: float, evaluations: dict[int, dict[str, Any]]
+                   ) -> tuple[list[dict[str, Any]], float]:
+    """(curve rows, budgeted seconds): one row per evaluated step, at the time training reached it.
+
+    Both loops write a ``train/loss`` record at every saved step when they reach it; the budgeted
+    seconds run to the last such record.
     """
-    compile_records = [r for r in records if "train/compile_seconds" in r]
-    if compile_records:
-        t_start = compile_records[0]["time"] - compile_records[0]["train/compile_seconds"]
     train = {r["step"]: r for r in records if "train/loss" in r}
     curve = []
-    for record in records:
-        if "val/miou" not in record:
-            continue
-        reached = train.get(record["step"], record)
-        curve.append({"step": record["step"], "minutes": (reached["time"] - t_start) / 60.0,
-                      "train_loss": reached.get("train/loss", float("nan")), "val_miou": record["val/miou"]})
-    last_train = max((r["time"] for r in records if "train/loss" in r), default=t_start)
-    return curve, last_train - t_start
+    for step in sorted(evaluations):
+        reached = train[step]
+        curve.append({"step": step, "minutes": (reached["time"] - t_start) / 60.0, "train_loss": reached["train/loss"],
+                      "val_miou": evaluations[step]["miou"]})
+    last = max((r["time"] for r in records if "train/loss" in r), default=t_start)
+    return curve, last - t_start
 
 
 def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def _summary(framework: str, config, results: dict[str, Any], records, calibration, load_before) -> dict[str, Any]:
-    keep = ("miou", "pixel_accuracy", "mean_accuracy", "iou", "accuracy", "class_names", "num_images", "seconds",
-            "confusion_matrix", "step", "stop_reason", "train_seconds", "curve", "num_threads")
-    out = {"framework": framework, **{k: results[k] for k in keep if k in results}}
-    out["eval_seconds"] = out.pop("seconds", float("nan"))
-    out.update(num_steps=int(config.train.num_steps), warmup_steps=int(config.optimizer.warmup_steps),
-               eval_every=int(config.train.eval_every), batch_size=int(config.train.batch_size),
-               crop_size=list(config.data.crop_size), images_per_second=median_images_per_second(records),
-               calibration=calibration, load_average_before=load_before, load_average_after=_load())
-    return out
+def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[int, dict[str, Any]],
+             records, t_start: float, calibration, load_before) -> dict[str, Any]:
+    curve, train_seconds = learning_curve(records, t_start, evaluations)
+    final = evaluations[max(evaluations)]
+    keep = ("miou", "pixel_accuracy", "mean_accuracy", "iou", "accuracy", "class_names", "num_images",
+            "confusion_matrix")
+    return {"framework": framework, **{k: final[k] for k in keep}, "eval_seconds": final["seconds"],
+            "step": trained["step"], "stop_reason": trained["stop_reason"], "train_seconds": train_seconds,
+            "curve": curve, "num_steps": int(config.train.num_steps),
+            "warmup_steps": int(config.optimizer.warmup_steps), "curve_every": int(config.train.checkpoint_every),
+            "batch_size": int(config.train.batch_size), "crop_size": list(config.data.crop_size),
+            "lr": float(config.optimizer.lr), "images_per_second": median_images_per_second(records),
+            "num_threads": trained.get("num_threads"), "calibration": calibration,
+            "load_average_before": load_before, "load_average_after": _load()}
 
 
-def run_jax(config: ml_collections.ConfigDict, workdir: pathlib.Path, calibration=None) -> dict[str, Any]:
-    """``train_and_evaluate`` in ``workdir`` (which must be fresh: the loop would resume a checkpoint)."""
+def run_jax(config: ml_collections.ConfigDict, workdir: pathlib.Path, calibration=None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``train_and_evaluate`` with checkpoints at the curve steps and no evaluation, then the evaluations.
+
+    ``workdir`` must be fresh: the loop would resume a checkpoint found there.
+    """
+    from bisenet_jax.checkpoints import load_model
+    from bisenet_jax.evaluation import evaluator
     from bisenet_jax.train.loop import train_and_evaluate
+    from bisenet_jax.train.state import build_model
 
+    loop_config = config.copy_and_resolve_references()
+    loop_config.train.eval_every = -1  # evaluations after the budget, from the checkpoints
+    loop_config.train.keep_checkpoints = 1_000_000
     load_before, t_call = _load(), time.time()
-    results = train_and_evaluate(config, workdir)
+    trained = train_and_evaluate(loop_config, workdir)
+    load_after_training = _load()
+    info = data_lib.get_dataset_info(config.data)
+    model = build_model(config)
+    evaluations = {}
+    for step_dir in sorted((pathlib.Path(workdir) / "checkpoints").glob("[0-9]*"), key=lambda p: int(p.name)):
+        variables, _ = load_model(step_dir)
+        batches = data_lib.create_eval_dataset(config.data, config.data.eval_split, config.eval.batch_size)
+        evaluations[int(step_dir.name)] = evaluator.evaluate(model, variables, batches, info.num_classes,
+                                                             info.ignore_label, config.eval, progress=False,
+                                                             class_names=info.class_names)
+        log(f"[jax] step {step_dir.name}: val mIoU {evaluations[int(step_dir.name)]['miou']:.4f}")
     records = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
-    curve, train_seconds = jax_learning_curve(records, t_call)
-    return _summary("jax", config, {**results, "curve": curve, "train_seconds": train_seconds}, records,
-                    calibration, load_before)
+    summary = _summary("jax", config, trained, evaluations, records, jax_start_time(records, t_call), calibration,
+                       load_before)
+    summary["load_average_after"] = load_after_training
+    return summary
 
 
 def run_torch(config: ml_collections.ConfigDict, workdir: pathlib.Path, calibration=None, num_threads: int = 0,
               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``torch_reference.train`` under the budget, then the evaluation of its saved weights."""
     from bisenet_jax.benchmarks import torch_reference
 
     load_before = _load()
-    results = torch_reference.train_and_evaluate(config, workdir, num_threads=num_threads, log=log)
-    return _summary("torch", config, results, read_metrics(pathlib.Path(workdir) / "metrics.jsonl"), calibration,
-                    load_before)
+    trained = torch_reference.train(config, workdir, num_threads=num_threads, log=log)
+    load_after_training = _load()
+    info = data_lib.get_dataset_info(config.data)
+    evaluations = {}
+    for step, path in sorted(trained["checkpoints"].items()):
+        model = torch_reference.load_checkpoint(config, path)
+        evaluations[step] = torch_reference.evaluate(model, config.data, config.data.eval_split,
+                                                     config.eval.batch_size, info.num_classes, info.class_names)
+        log(f"[torch] step {step}: val mIoU {evaluations[step]['miou']:.4f}")
+    records = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
+    summary = _summary("torch", config, trained, evaluations, records, trained["start_time"], calibration,
+                       load_before)
+    summary["load_average_after"] = load_after_training
+    return summary
 
 
 def _prepare_workdir(workdir: pathlib.Path, overwrite: bool) -> None:
@@ -292,31 +320,32 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     ``steps``: "fit" (calibrate each side, see the module doc), "config" (the config's num_steps)
     or an int. Writes ``workdir/{jax,torch}/`` and ``workdir/results.json``.
     """
+    for side in sides:
+        if side not in ("jax", "torch"):
+            raise ValueError(f"unknown side {side!r}; expected 'jax' or 'torch'")
     workdir = pathlib.Path(workdir).absolute()
     _prepare_workdir(workdir, overwrite)
-    num_val = data_lib.num_examples(config.data, config.data.eval_split)
     result = {"benchmark": "camvid", "model": model or config.model.name, "model_name": config.model.name,
               "budget_minutes": budget_minutes, "steps": steps, "dataset_root": str(config.data.root),
-              "num_val_images": num_val, "environment": environment(), "protocol": PROTOCOL}
+              "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
+              "environment": environment(), "protocol": PROTOCOL}
     for side in sides:
         side_config, calibration = _side_config(config, side, budget_minutes, steps, calibration_steps,
-                                                torch_threads, num_val, log)
-        log(f"[{side}] {side_config.train.num_steps} steps (warmup {side_config.optimizer.warmup_steps}, "
-            f"eval every {side_config.train.eval_every}), budget {budget_minutes} min, load {_load()}")
+                                                torch_threads, log)
+        log(f"[{side}] {side_config.train.num_steps} steps (warmup {side_config.optimizer.warmup_steps}, weights "
+            f"saved every {side_config.train.checkpoint_every}), budget {budget_minutes} min, load {_load()}")
         if side == "jax":
-            result["jax"] = run_jax(side_config, workdir / "jax", calibration)
-        elif side == "torch":
-            result["torch"] = run_torch(side_config, workdir / "torch", calibration, torch_threads, log)
+            result["jax"] = run_jax(side_config, workdir / "jax", calibration, log)
         else:
-            raise ValueError(f"unknown side {side!r}; expected 'jax' or 'torch'")
+            result["torch"] = run_torch(side_config, workdir / "torch", calibration, torch_threads, log)
         save_json(result, workdir / "results.json")
     return result
 
 
-def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, num_val, log):
+def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, log):
     calibration = None
     if steps == "fit":
-        log(f"[{side}] calibrating: {calibration_steps} train steps and a few val images (outside the budget) ...")
+        log(f"[{side}] calibrating: {calibration_steps} train steps (outside the budget) ...")
         if side == "jax":
             calibration = calibrate_jax(config, calibration_steps)
         else:
@@ -324,11 +353,10 @@ def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_t
             calibration = torch_reference.calibrate(config, calibration_steps, num_threads=torch_threads)
         calibration["load_average"] = _load()
         log(f"[{side}] calibration: {calibration['step_seconds']:.2f} s/step ({calibration['cpu_step_seconds']:.2f} "
-            f"CPU s/step), first step {calibration['startup_seconds']:.1f} s, eval "
-            f"{calibration['eval_seconds_per_image']:.2f} s/image, load {calibration['load_average']}")
-        side_config = scale_schedule(config, fit_num_steps(config, calibration, budget_minutes, num_val))
+            f"CPU s/step), first step {calibration['startup_seconds']:.1f} s, load {calibration['load_average']}")
+        side_config = scale_schedule(config, fit_num_steps(calibration, budget_minutes))
     elif steps == "config":
-        side_config = config.copy_and_resolve_references()
+        side_config = scale_schedule(config, int(config.train.num_steps))
     else:
         side_config = scale_schedule(config, int(steps))
     side_config.train.time_budget_minutes = budget_minutes
@@ -356,7 +384,7 @@ def format_report(result: dict[str, Any]) -> str:
     sides = [s for s in ("jax", "torch") if s in result]
     titles = {"jax": "JAX (bisenet_jax)", "torch": "PyTorch reference"}
     env = result["environment"]
-    lines = [f"CamVid val ({result['num_val_images']} images, ss at 480x360): {result['model_name']}, budget "
+    lines = [f"CamVid val ({result['num_val_images']} images, ss at full resolution): {result['model_name']}, budget "
              f"{result['budget_minutes']} min, {env['cpus']} CPUs, jax {env['jax']}"
              + (f", torch {env['torch']}" if "torch" in env else ""), ""]
     width = 22
@@ -371,7 +399,7 @@ def format_report(result: dict[str, Any]) -> str:
     row("batch, crop", lambda r: f"{r['batch_size']}, {r['crop_size'][0]}x{r['crop_size'][1]}")
     row("train img/s (median)", lambda r: f"{r['images_per_second']:.2f}")
     row("budgeted minutes", lambda r: f"{r['train_seconds'] / 60:.1f}")
-    row("final eval seconds", lambda r: f"{r['eval_seconds']:.1f}")
+    row("eval seconds (after)", lambda r: f"{r['eval_seconds']:.1f}")
     row("load before / after", lambda r: f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}")
     row("stopped by", lambda r: "budget" if "budget" in r["stop_reason"] else r["stop_reason"])
     lines += ["", "per-class IoU (%)"]

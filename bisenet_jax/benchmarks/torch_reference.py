@@ -10,8 +10,8 @@ What is shared with the JAX side, so that only the framework differs:
 - optimiser: SGD with momentum, weight decay on convolution weights only, ``head_lr_multiplier`` on
   the parameters of ``optimizer.head_modules``, the learning rate of every step taken from
   ``bisenet_jax.train.optim.warmup_poly_schedule``;
-- budget: the clock starts before the first step; periodic evaluations count against the budget,
-  the final evaluation does not (as in ``bisenet_jax.train.loop``);
+- budget: the clock starts before the first step, the weights of the learning curve's steps are
+  saved inside it (as the JAX loop's checkpoints) and evaluated after it;
 - evaluation: the eval batches of ``create_eval_dataset`` at full resolution, one confusion matrix
   (``bisenet_jax.evaluation.metrics``) over the split, ``compute_metrics``.
 
@@ -148,20 +148,29 @@ def default_num_threads() -> int:
         return os.cpu_count() or 1
 
 
-def train_and_evaluate(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
+def checkpoint_steps(config: Any) -> set[int]:
+    """The steps whose weights are saved for the learning curve: every ``checkpoint_every`` and the last."""
+    every, num_steps = int(config.train.checkpoint_every), int(config.train.num_steps)
+    return set(range(every, num_steps + 1, every)) | {num_steps}
+
+
+def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``config`` with the PyTorch reference under ``config.train.time_budget_minutes``.
 
-    Writes ``workdir/metrics.jsonl`` (the JAX loop's keys: ``train/loss``, ``val/miou``, ...) and
-    ``workdir/model.pth``; returns the final evaluation plus ``step``, ``stop_reason``,
-    ``train_seconds`` (wall clock of the budgeted part) and ``curve`` (one row per evaluation).
+    Saves ``workdir/checkpoints/<step>.pth`` at the steps of :func:`checkpoint_steps` and where the
+    budget stops the run (inside the budget, like the JAX loop's checkpoints) and writes
+    ``workdir/metrics.jsonl`` with the JAX loop's keys (``train/loss``, ``train/lr``, ...; a record
+    at every saved step, written when training reached it). Returns ``step``, ``stop_reason``,
+    ``train_seconds`` (wall clock from before the first step to the stop), ``start_time`` (that
+    start, ``time.time()``), ``checkpoints`` ({step: path}) and ``num_threads``.
     """
     from bisenet_jax.train.monitoring import MetricWriter
 
     if config.model.dtype != "float32":
         raise ValueError(f"the PyTorch reference trains in float32; got config.model.dtype={config.model.dtype!r}")
     workdir = pathlib.Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
     num_threads = num_threads or default_num_threads()
     torch.set_num_threads(num_threads)
     torch.manual_seed(config.train.seed)
@@ -169,21 +178,20 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path, *, num_threads:
     model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads)
     model.train()
     optimizer = create_optimizer(model, config.optimizer)
-    num_steps = int(config.train.num_steps)
+    num_steps, batch_size = int(config.train.num_steps), int(config.train.batch_size)
     lrs = learning_rates(config.optimizer, num_steps)
-    data_iter = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
+    save_at = checkpoint_steps(config)
+    data_iter = data_lib.create_train_iterator(config.data, batch_size, seed=config.train.seed)
     writer = MetricWriter(workdir, enabled=True)
     log(f"torch {torch.__version__} ({num_threads} threads): {config.model.name}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters; batch {config.train.batch_size}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; batch {batch_size}, "
         f"crop {tuple(config.data.crop_size)}; steps 0 -> {num_steps}; workdir {workdir}")
 
     budget_s = 60.0 * config.train.time_budget_minutes
-    eval_every, log_every = int(config.train.eval_every), int(config.train.log_every)
-    curve: list[dict[str, Any]] = []
+    checkpoints: dict[int, str] = {}
     window: list[float] = []
-    last_loss, results, step, stop_reason, train_seconds = float("nan"), {}, 0, "done", 0.0
+    step, stop_reason = 0, "done"
     t_start = t_log = time.time()
-    steps_in_log = 0
     while step < num_steps:
         images, labels = to_torch(next(data_iter))
         set_learning_rate(optimizer, lrs[step])
@@ -193,49 +201,45 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path, *, num_threads:
         loss.backward()
         optimizer.step()
         step += 1
-        steps_in_log += 1
-        value = loss.detach().item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"PyTorch reference: non-finite loss ({value}) at step {step}; lower "
+        window.append(loss.detach().item())
+        if not math.isfinite(window[-1]):
+            raise FloatingPointError(f"PyTorch reference: non-finite loss ({window[-1]}) at step {step}; lower "
                                      "optimizer.lr or check the labels (scripts/check_dataset.py)")
-        window.append(value)
-        over_budget = budget_s > 0 and time.time() - t_start > budget_s
-        is_last = step == num_steps
-        if step % log_every == 0 or is_last or over_budget:
-            elapsed = time.time() - t_log
-            last_loss = float(np.mean(window))
-            writer.scalars(step, {"loss": last_loss, **terms, "lr": lrs[step - 1],
-                                  "images_per_second": steps_in_log * config.train.batch_size / max(elapsed, 1e-9)},
-                           prefix="train/")
-            window, steps_in_log, t_log = [], 0, time.time()
-        want_eval = eval_every >= 0 and (is_last or over_budget or (eval_every > 0 and step % eval_every == 0))
-        if over_budget and not is_last:
+        over_budget = budget_s > 0 and time.time() - t_start > budget_s and step < num_steps
+        if over_budget:
             stop_reason = f"time budget of {config.train.time_budget_minutes} min reached"
-        train_seconds = time.time() - t_start  # the budgeted wall clock: every step and the evaluations before it
-        if want_eval:
-            results = evaluate(model, config.data, config.data.eval_split, config.eval.batch_size,
-                               info.num_classes, info.class_names)
-            writer.scalars(step, {"miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"]},
-                           prefix="val/")
-            curve.append({"step": step, "minutes": train_seconds / 60.0, "train_loss": last_loss,
-                          "val_miou": results["miou"]})
-            log(f"[torch] step {step}: val mIoU {results['miou']:.4f} ({train_seconds / 60:.1f} min)")
-            t_log = time.time()  # keep evaluation out of the throughput
-        if stop_reason != "done":
-            break  # the final evaluation (just done) is outside the budget
+        save = step in save_at or over_budget
+        if step % config.train.log_every == 0 or save:
+            elapsed, t_log = time.time() - t_log, time.time()
+            writer.scalars(step, {"loss": float(np.mean(window)), **terms, "lr": lrs[step - 1],
+                                  "images_per_second": len(window) * batch_size / max(elapsed, 1e-9)},
+                           prefix="train/")
+            window = []
+        if save:
+            path = workdir / "checkpoints" / f"{step}.pth"
+            torch.save(model.state_dict(), path)
+            checkpoints[step] = str(path)
+            t_log = time.time()  # keep the save out of the throughput
+        if over_budget:
+            break
+    train_seconds = time.time() - t_start
     writer.close()
-    torch.save(model.state_dict(), workdir / "model.pth")
-    return {"step": step, "stop_reason": stop_reason, "train_seconds": train_seconds, "curve": curve,
-            "num_threads": num_threads, **results}
+    if stop_reason != "done":
+        log(f"[torch] stopped at step {step}: {stop_reason}")
+    return {"step": step, "stop_reason": stop_reason, "train_seconds": train_seconds, "start_time": t_start,
+            "checkpoints": checkpoints, "num_threads": num_threads}
 
 
-def calibrate(config: Any, num_steps: int = 8, num_eval_images: int = 6, num_threads: int = 0) -> dict[str, float]:
-    """Times the PyTorch train step and the evaluation of a few val images (a throw-away model).
+def load_checkpoint(config: Any, path: str | pathlib.Path) -> torch.nn.Module:
+    """The reference model of ``config`` with the weights saved by :func:`train` at ``path``."""
+    model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
 
-    Same keys as ``bisenet_jax.benchmarks.camvid.calibrate_jax``: ``step_seconds``,
-    ``cpu_step_seconds``, ``startup_seconds`` (the first step), ``eval_startup_seconds`` (the
-    first image), ``eval_seconds_per_image``.
-    """
+
+def calibrate(config: Any, num_steps: int = 8, num_threads: int = 0) -> dict[str, float]:
+    """Times the PyTorch train step on a throw-away model: ``step_seconds``, ``cpu_step_seconds``
+    (user + system time of the process per step) and ``startup_seconds`` (the first step)."""
     import resource
 
     def cpu_seconds():
@@ -264,15 +268,5 @@ def calibrate(config: Any, num_steps: int = 8, num_eval_images: int = 6, num_thr
 
     startup, _ = timed_steps(1)
     seconds, cpu = timed_steps(num_steps)
-    model.eval()
-    times = []
-    with torch.inference_mode():
-        for i, batch in enumerate(data_lib.create_eval_dataset(config.data, config.data.eval_split, 1)):
-            if i > num_eval_images:
-                break
-            start = time.perf_counter()
-            model(to_torch(batch)[0]).argmax(dim=1)
-            times.append(time.perf_counter() - start)
     return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
-            "eval_startup_seconds": times[0], "eval_seconds_per_image": min(times[1:]) if len(times) > 1 else times[0],
             "calibration_steps": num_steps, "num_threads": num_threads}

@@ -24,7 +24,7 @@ def tiny_config(root, model="v1_r18"):
     config.data.num_threads = 1
     config.train.batch_size = 2
     config.train.num_steps = 40
-    config.train.eval_every = 20  # two evaluations: one periodic, one final
+    config.train.eval_every = 20  # two points on the learning curve, the last at the end
     config.train.log_every = 1
     config.train.progress_bar = False
     config.optimizer.warmup_steps = 2
@@ -33,7 +33,7 @@ def tiny_config(root, model="v1_r18"):
 
 @pytest.fixture(scope="module")
 def both_sides(tiny_camvid, tmp_path_factory):
-    """Both sides for 4 steps (one periodic evaluation at step 2, the final one at 4)."""
+    """Both sides for 4 steps, weights saved at steps 2 and 4 and evaluated after training."""
     workdir = tmp_path_factory.mktemp("bench")
     result = camvid.run_benchmark(tiny_config(tiny_camvid), workdir, model="v1_r18", budget_minutes=30.0,
                                   sides=("jax", "torch"), steps=4, log=lambda _: None)
@@ -45,7 +45,7 @@ def test_both_sides_train_the_planned_steps_and_evaluate(both_sides):
     for side in ("jax", "torch"):
         run = result[side]
         assert (run["step"], run["num_steps"], run["stop_reason"]) == (4, 4, "done")
-        assert run["warmup_steps"] == 1 and run["eval_every"] == 2  # 40 -> 4 steps keeps 2 evaluations
+        assert run["warmup_steps"] == 1 and run["curve_every"] == 2  # 40 -> 4 steps keeps 2 curve points
         assert 0.0 <= run["miou"] <= 1.0 and run["num_images"] == 3
         assert len(run["iou"]) == NUM_CLASSES == len(run["class_names"])
         assert np.asarray(run["confusion_matrix"]).sum() == 3 * 48 * 64 - 3 * 6 * 8  # every labelled val pixel
@@ -71,12 +71,14 @@ def test_a_used_workdir_is_refused(both_sides, tiny_camvid):
         camvid.run_benchmark(tiny_config(tiny_camvid), workdir, sides=("torch",), steps=2)
 
 
-def test_torch_run_stops_at_the_budget_and_still_evaluates(tiny_camvid, tmp_path):
+def test_torch_run_stops_at_the_budget_with_its_weights_saved(tiny_camvid, tmp_path):
     config = tiny_config(tiny_camvid).copy_and_resolve_references()
     config.train.time_budget_minutes = 1e-6  # over budget after the first step
-    result = torch_reference.train_and_evaluate(config, tmp_path, log=lambda _: None)
-    assert result["step"] == 1 and "budget" in result["stop_reason"]
-    assert [p["step"] for p in result["curve"]] == [1] and 0.0 <= result["miou"] <= 1.0
+    result = torch_reference.train(config, tmp_path, log=lambda _: None)
+    assert result["step"] == 1 and "budget" in result["stop_reason"] and list(result["checkpoints"]) == [1]
+    model = torch_reference.load_checkpoint(config, result["checkpoints"][1])
+    metrics = torch_reference.evaluate(model, config.data, "val", 1, NUM_CLASSES)
+    assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 3
 
 
 def test_torch_loss_decreases_on_a_fixed_batch(tiny_camvid):
@@ -147,20 +149,17 @@ def test_torch_learning_rates_are_the_jax_schedule(tiny_camvid):
     assert lrs[0] == pytest.approx(0.1 * config.lr) and lrs[2] == pytest.approx(config.lr * (1 - 0 / 38) ** 0.9)
 
 
-def test_scale_schedule_keeps_warmup_and_evaluation_count_in_proportion(tiny_camvid):
-    config = tiny_config(tiny_camvid)  # 40 steps, warmup 2, eval every 20
+def test_scale_schedule_keeps_warmup_and_curve_points_in_proportion(tiny_camvid):
+    config = tiny_config(tiny_camvid)  # 40 steps, warmup 2, a curve point every 20
     scaled = camvid.scale_schedule(config, 400)
     assert (scaled.train.num_steps, scaled.optimizer.total_steps, scaled.optimizer.warmup_steps) == (400, 400, 20)
-    assert scaled.train.eval_every == 200 and camvid.num_periodic_evals(scaled) == 1
-    assert camvid.scale_schedule(config, 401).train.eval_every == 201  # still 2 evaluations, the last at the end
+    assert scaled.train.eval_every == scaled.train.checkpoint_every == 200
+    assert camvid.scale_schedule(config, 401).train.num_steps == 400  # the last step is a curve point
     assert config.train.num_steps == 40  # a copy
 
 
-def test_fit_num_steps_spends_the_budget_left_after_compilation_and_periodic_evaluations(tiny_camvid):
-    config = tiny_config(tiny_camvid)  # 2 evaluations: 1 periodic
-    calibration = {"step_seconds": 2.0, "startup_seconds": 30.0, "eval_startup_seconds": 10.0,
-                   "eval_seconds_per_image": 0.5}
-    steps = camvid.fit_num_steps(config, calibration, budget_minutes=10.0, num_eval_images=100)
-    assert steps == math.floor(camvid.SAFETY * (600 - 30 - 10 - 50) / 2.0)
+def test_fit_num_steps_spends_the_budget_left_after_compilation(tiny_camvid):
+    calibration = {"step_seconds": 2.0, "startup_seconds": 30.0}
+    assert camvid.fit_num_steps(calibration, budget_minutes=10.0) == math.floor(camvid.SAFETY * (600 - 30) / 2.0)
     with pytest.raises(ValueError, match="budget"):
-        camvid.fit_num_steps(config, calibration, budget_minutes=0.5, num_eval_images=100)
+        camvid.fit_num_steps(calibration, budget_minutes=0.5)
