@@ -56,6 +56,9 @@ class SpeedResult:
     params: int
     gflops: float  # XLA cost analysis of the compiled forward (2 FLOPs per multiply-add); NaN for torch
     max_rel_diff: float = float("nan")  # torch only: max |torch - jax| / max |jax| of the logits
+    # Median share of the machine's CPU time used by *other* processes while this one was timed
+    # (from /proc/stat; NaN where unavailable): 0 on a quiet machine.
+    other_cpu_percent: float = float("nan")
 
     @property
     def gmacs(self) -> float:
@@ -100,6 +103,41 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+class CpuUsage:
+    """CPU time used by other processes since construction, from /proc/stat and /proc/self/stat.
+
+    ``others_percent()`` = (busy CPU time of the machine - this process's CPU time) / (elapsed time x
+    CPUs), in percent: how much the benchmark had to share the machine. NaN off Linux.
+    """
+
+    def __init__(self):
+        self._start = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()
+            idle = fields[3] + fields[4]  # idle + iowait
+            return sum(fields[:8]), sum(fields[:8]) - idle, int(own[11]) + int(own[12])  # total, busy, utime+stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def others_percent(self) -> float:
+        end = self._read()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return float("nan")
+        total, busy, own = (e - s for e, s in zip(end, self._start))
+        return max(0.0, 100.0 * (busy - own) / total)
+
+
+def _median(values: Sequence[float]) -> float:
+    values = [v for v in values if v == v]
+    return float(np.median(values)) if values else float("nan")
 
 
 def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
@@ -150,17 +188,21 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
         for run in runners.values():
             run()
     times = {name: [] for name in runners}
+    others = {name: [] for name in runners}
     for _ in range(iterations):
         for name, run in runners.items():  # alternate, so that outside load hits both alike
+            usage = CpuUsage()
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
+            others[name].append(usage.others_percent())
 
     common = dict(model=model_name, batch_size=batch_size, height=height, width=width, precision=precision,
                   iterations=iterations, warmup=warmup)
     results = [SpeedResult(framework="jax", **common, **summarize(times["jax"], batch_size),
                            compile_seconds=compile_seconds, threads=available_cpus(),
-                           params=count_parameters(variables), gflops=gflops)]
+                           params=count_parameters(variables), gflops=gflops,
+                           other_cpu_percent=_median(others["jax"]))]
     if torch_model is not None:
         import torch
 
@@ -168,7 +210,8 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
         results.append(SpeedResult(framework="torch", **common, **summarize(times["torch"], batch_size),
                                    compile_seconds=setup["torch"], threads=torch.get_num_threads(),
                                    params=sum(p.numel() for p in torch_model.parameters()),
-                                   gflops=float("nan"), max_rel_diff=diff))
+                                   gflops=float("nan"), max_rel_diff=diff,
+                                   other_cpu_percent=_median(others["torch"])))
     return results
 
 
@@ -235,6 +278,8 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int) -> str:
         f"{iterations} timed iterations, median latency [p10, p90]; FPS = batch / median; "
         "JAX: one jit program, compiled ahead of time, block_until_ready; PyTorch: eager, eval(), "
         "inference_mode(), NCHW, same weights, same threads, iterations alternating with JAX",
+        "others %: median share of the machine's CPU time used by other processes during the timed "
+        "iterations (0 = quiet machine; above ~10 the latencies are inflated, the PyTorch ones the most)",
     ]
     if load is not None:
         lines.append(f"load average (1, 5, 15 min) at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
@@ -245,7 +290,8 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int) -> str:
 def format_results(results: Sequence[SpeedResult]) -> str:
     """A table of results; for each JAX/PyTorch pair the speed-up (torch latency / jax latency)."""
     header = (f"{'framework':<9} {'model':<14} {'input (NxHxW)':<15} {'precision':<9} {'median ms':>9} "
-              f"{'p10':>8} {'p90':>8} {'min':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7}")
+              f"{'p10':>8} {'p90':>8} {'min':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7} "
+              f"{'others %':>8}")
     lines = [header, "-" * len(header)]
     jax_latency = {}
     for r in results:
@@ -255,7 +301,7 @@ def format_results(results: Sequence[SpeedResult]) -> str:
         line = (f"{r.framework:<9} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} {r.precision:<9} "
                 f"{r.latency_ms_median:9.1f} {r.latency_ms_p10:8.1f} {r.latency_ms_p90:8.1f} "
                 f"{r.latency_ms_min:8.1f} {r.fps:7.2f} "
-                f"{compile_s} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7}")
+                f"{compile_s} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7} {r.other_cpu_percent:8.0f}")
         if r.framework == "jax":
             jax_latency[key] = r.latency_ms_median
         elif key in jax_latency:

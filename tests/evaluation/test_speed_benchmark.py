@@ -20,6 +20,7 @@ def test_benchmark_model_reports_consistent_latency_fps_params_and_flops(tiny_mo
     assert 0 < result.latency_ms_min <= result.latency_ms_p10 <= result.latency_ms_median <= result.latency_ms_p90
     assert result.fps == pytest.approx(2 * 1000 / result.latency_ms_median)
     assert result.iterations == 4 and result.warmup == 1 and result.compile_seconds > 0
+    assert 0 <= result.other_cpu_percent <= 100 or math.isnan(result.other_cpu_percent)
     assert result.params == 3 * 3 * 3 * 8 + 8 + 3 * 3 * 8 * 4 + 4
     # Two 3x3 convs: at least 2 FLOPs per multiply-add of the interior pixels.
     macs = 2 * (16 * 24 * 8 * 27 + 16 * 24 * 4 * 72)
@@ -37,6 +38,13 @@ def test_random_variables_have_the_model_shapes_and_neutral_batch_norm():
     np.testing.assert_array_equal(stats["var"], 1.0)
     np.testing.assert_array_equal(stats["mean"], 0.0)
     assert speed.count_parameters(variables) > 3_000_000
+
+
+def test_cpu_usage_of_other_processes_is_a_percentage():
+    usage = speed.CpuUsage()
+    sum(i * i for i in range(200_000))  # some CPU time of our own, which must not count
+    value = usage.others_percent()
+    assert math.isnan(value) or 0 <= value <= 100
 
 
 def test_environment_and_protocol_name_device_threads_and_iterations():
