@@ -3,8 +3,8 @@ r"""BiSeNetV2 on CamVid (SegNet release, 480x360, 11 classes), full recipe for a
     python -m bisenet_jax.main --config configs/camvid_bisenetv2.py \
         --config.data.root=/data/camvid --workdir runs/camvid_v2
 
-Expected: the BiSeNetV2 paper reports 72.4 mIoU on CamVid test at 960x720 with Cityscapes
-pre-training; from scratch on the 480x360 release expect less.
+Expected: no reference figure for this setting in ../shared/docs/REFERENCE.md (the BiSeNetV2 paper
+evaluates CamVid at 960x720); from scratch on the 480x360 release see the README's CamVid section.
 """
 from bisenet_jax.train.config import sibling_config
 
