@@ -6,7 +6,8 @@ Expected: see the README's CamVid table.
 
 The R18 CPU recipe (camvid_bisenetv1_r18_cpu.py) with X39's learning rate (2.5e-2, as in
 camvid_bisenetv1_x39.py). Measured JAX step (crop 256x320, batch 8): 8.4 s wall and 3.7 CPU s on the
-shared 2-core machine (load 6-7); on a quiet machine about 2.1 s, i.e. about 780 steps in 30 minutes.
+shared 2-core machine (load 6-7; PyTorch: 20.5 s / 10.5 CPU s); on a quiet machine about 2.1 s, i.e.
+about 780 steps in 30 minutes.
 """
 from bisenet_jax.train.config import sibling_config
 

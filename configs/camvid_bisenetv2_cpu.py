@@ -5,10 +5,11 @@ r"""BiSeNetV2 on CamVid from scratch under a 30-minute budget on a 2-core CPU.
 Expected: see the README's CamVid table.
 
 The R18 CPU recipe with V2's optimiser (lr 5e-2, no head multiplier, as in camvid_bisenetv2.py)
-and smaller crops, 192x256: V2 is the slowest of the three to train on this CPU. Measured JAX step
-at crop 256x320, batch 8: 32 s wall and 17 CPU s on the shared 2-core machine (load 6-8), three times
-R18's; most of it is in XLA:CPU's depthwise convolutions. At 192x256 about 0.6 of that: on a quiet
-machine about 5.5 s, i.e. about 300 steps in 30 minutes.
+and smaller crops, 192x256: V2 is the slowest of the three to train with JAX on this CPU. Measured
+JAX step, batch 8, on the shared 2-core machine: 32 s wall / 17 CPU s at crop 256x320 (load 6-8),
+three times R18's, and 14 s wall / 9.1 CPU s at 192x256 (load 5-7; PyTorch: 11.9 s / 7.5 CPU s).
+Most of it is XLA:CPU's depthwise convolutions. On a quiet machine about 5 s per step, i.e. about
+300 steps in 30 minutes.
 """
 from bisenet_jax.train.config import sibling_config
 

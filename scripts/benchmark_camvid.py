@@ -2,14 +2,16 @@
 
   python scripts/benchmark_camvid.py --model v1_r18 --compare-torch
   python scripts/benchmark_camvid.py --model v2 --budget-minutes 30 --workdir runs/camvid_bench_v2
-  python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.02 --set data.crop_size="(256,320)"
+  python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.01 --workdir runs/camvid_r18_lr0.01  # tuning on val
 
 Trains configs/camvid_<model>_cpu.py from scratch on the train split for --budget-minutes (the
-schedule fitted to the budget after a short calibration, see bisenet_jax/benchmarks/camvid.py),
-evaluates on val (single scale, 480x360) and prints the mIoU, the per-class IoU and the learning
-curve. --compare-torch then runs the same recipe, data and budget with the PyTorch reference module
-in a plain PyTorch loop, after the JAX run, and prints both side by side. Everything is also written
-to <workdir>/results.json.
+schedule fitted to the budget after a short calibration), saving the weights at 4 points of the
+schedule; after the budget, evaluates them on val (single scale, 480x360) and prints the mIoU, the
+per-class IoU and the learning curve. --compare-torch then does the same with the PyTorch reference
+module in a plain PyTorch loop (same batches, loss, optimiser, schedule and budget), after the JAX
+run, and prints both side by side. Everything is also written to <workdir>/results.json. The
+protocol is in bisenet_jax/benchmarks/camvid.py. Run it on an otherwise idle machine: the load
+average before and after each run is printed.
 """
 from __future__ import annotations
 
