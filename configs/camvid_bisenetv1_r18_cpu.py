@@ -10,10 +10,13 @@ What changes from camvid_bisenetv1_r18.py, and why:
 - crop 256x320 (of 480x360), batch 8, scale [0.75, 1.5], colour jitter 0.2: about 40% of the
   full recipe's pixels per step, and lighter augmentation for a run of about 12 epochs.
 - lr 2e-2 (heads 2e-1) instead of 1e-2: there is no ImageNet backbone to protect, and the schedule
-  is short. Warmup 5% of the steps, then poly 0.9 to zero at the end of the budget.
-- num_steps: what 30 minutes reach. Measured JAX step (crop 256x320, batch 8): 10.9 s wall and 5.4
-  CPU s on the shared 2-core machine (load 6-9.5), 6.5 s wall at load 5; on a quiet machine about
-  3 s, i.e. about 560 steps after compilation and 3 periodic evaluations. scripts/benchmark_camvid.py
+  is short. Warmup 5% of the steps, then poly 0.9 to zero at the end of the budget. The only tuning
+  done (on val, one seed, the same batches, a 66-step schedule of about 5 minutes on the loaded
+  machine): lr 1e-2 / 2e-2 / 4e-2 gave 19.1 / 20.6 / 17.6% val mIoU (4.8 / 12.0 / 6.5% at step 33).
+- num_steps: what 30 minutes reach. Measured JAX step (crop 256x320, batch 8) on the shared 2-core
+  machine: 10.9 s wall / 5.4 CPU s at load 6-9.5, 4.35 s / 4.3 CPU s at load 2.3-3.5 (PyTorch:
+  17.1 s / 8.6 CPU s and 9.6 s / 9.5 CPU s). On a quiet machine about 2.5-3 s, i.e. about 560
+  steps after compilation and 3 periodic evaluations. scripts/benchmark_camvid.py
   refits num_steps to the machine it runs on (a short calibration) and evaluates the weights saved
   at these 4 points after the budget; time_budget_minutes = 30 stops a run that is slower.
 - 4 evaluations (every num_steps / 4) for a learning curve: with this config alone (main.py) they
