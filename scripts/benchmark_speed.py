@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-torch", action="store_true", help="also time the PyTorch reference module")
     parser.add_argument("--threads", type=int, default=0,
                         help="restrict this process (JAX and PyTorch) to the first N CPUs (default: all available)")
+    parser.add_argument("--quiet-percent", type=float, default=None,
+                        help="shared machines: keep only iterations during which other processes used at most this "
+                             "percentage of the CPUs (e.g. 5)")
+    parser.add_argument("--max-rounds", type=int, default=None,
+                        help="with --quiet-percent: give up after this many timed iterations (default 6 x --iterations)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -45,19 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     from bisenet_jax.evaluation import speed
 
     env = speed.environment()
-    print(speed.format_protocol(env, args.warmup, args.iterations), flush=True)
+    print(speed.format_protocol(env, args.warmup, args.iterations, args.quiet_percent), flush=True)
     results = []
     for name in args.model:
         results += speed.benchmark(name, args.num_classes, args.resolutions, args.batch_sizes, args.precisions,
                                    warmup=args.warmup, iterations=args.iterations,
-                                   compare_torch=args.compare_torch, progress=lambda text: print(text, flush=True))
+                                   compare_torch=args.compare_torch, quiet_percent=args.quiet_percent,
+                                   max_rounds=args.max_rounds, progress=lambda text: print(text, flush=True))
     print()
     print(speed.format_results(results))
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
-        payload = {"environment": env, "load_average_end": load, "warmup": args.warmup,
-                   "iterations": args.iterations, "results": [dataclasses.asdict(r) for r in results]}
+        payload = {"environment": env, "load_average_end": load, "warmup": args.warmup, "iterations": args.iterations,
+                   "quiet_percent": args.quiet_percent, "results": [dataclasses.asdict(r) for r in results]}
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=1, default=str)
         print(f"wrote {args.json}")

@@ -59,6 +59,8 @@ class SpeedResult:
     # Median share of the machine's CPU time used by *other* processes while this one was timed
     # (from /proc/stat; NaN where unavailable): 0 on a quiet machine.
     other_cpu_percent: float = float("nan")
+    rounds: int = 0  # iterations timed in all (more than `iterations` when waiting for quiet ones)
+    quiet_samples: int = -1  # with quiet_percent: how many timed iterations were quiet (-1: not asked)
 
     @property
     def gmacs(self) -> float:
@@ -167,11 +169,17 @@ def compile_jax_forward(model: Any, variables: dict, x: jax.Array) -> tuple[Call
 
 def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, width: int, *,
                     model_name: str = "model", precision: str = "float32", warmup: int = 3,
-                    iterations: int = 10, torch_model: Any = None, seed: int = 0) -> list[SpeedResult]:
+                    iterations: int = 10, torch_model: Any = None, seed: int = 0,
+                    quiet_percent: float | None = None, max_rounds: int | None = None) -> list[SpeedResult]:
     """Times ``model`` (already built with the compute dtype of ``precision``) on one input shape.
 
     With ``torch_model`` (a PyTorch module holding the same weights), it runs the same protocol in
     the same loop, iterations alternating, and is returned as a second result.
+
+    ``quiet_percent`` (for shared machines): keep only iterations during which other processes
+    used at most that share of the CPUs, timing up to ``max_rounds`` (default 6 x iterations)
+    rounds until each framework has ``iterations`` kept samples. If that fails, all samples are
+    used and ``quiet_samples`` in the result says how many were quiet.
     """
     if warmup < 0 or iterations < 1:
         raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup} and {iterations}")
@@ -187,37 +195,62 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
     for _ in range(warmup):
         for run in runners.values():
             run()
-    times = {name: [] for name in runners}
-    others = {name: [] for name in runners}
-    for _ in range(iterations):
-        for name, run in runners.items():  # alternate, so that outside load hits both alike
-            usage = CpuUsage()
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-            others[name].append(usage.others_percent())
+    samples = _time_rounds(runners, iterations, quiet_percent,
+                           iterations if quiet_percent is None else (max_rounds or 6 * iterations))
 
     common = dict(model=model_name, batch_size=batch_size, height=height, width=width, precision=precision,
-                  iterations=iterations, warmup=warmup)
-    results = [SpeedResult(framework="jax", **common, **summarize(times["jax"], batch_size),
+                  warmup=warmup)
+    results = [SpeedResult(framework="jax", **common, **_statistics(samples["jax"], batch_size, iterations,
+                                                                    quiet_percent),
                            compile_seconds=compile_seconds, threads=available_cpus(),
-                           params=count_parameters(variables), gflops=gflops,
-                           other_cpu_percent=_median(others["jax"]))]
+                           params=count_parameters(variables), gflops=gflops)]
     if torch_model is not None:
         import torch
 
         diff = _max_rel_diff(compiled(variables, x), runners["torch"].output())
-        results.append(SpeedResult(framework="torch", **common, **summarize(times["torch"], batch_size),
+        results.append(SpeedResult(framework="torch", **common,
+                                   **_statistics(samples["torch"], batch_size, iterations, quiet_percent),
                                    compile_seconds=setup["torch"], threads=torch.get_num_threads(),
                                    params=sum(p.numel() for p in torch_model.parameters()),
-                                   gflops=float("nan"), max_rel_diff=diff,
-                                   other_cpu_percent=_median(others["torch"])))
+                                   gflops=float("nan"), max_rel_diff=diff))
     return results
+
+
+def _time_rounds(runners: dict, iterations: int, quiet_percent: float | None, max_rounds: int) -> dict:
+    """(seconds, others %) per run of every runner, runners alternating within each round."""
+    samples = {name: [] for name in runners}
+
+    def quiet_count(name):
+        return sum(1 for _, others in samples[name] if _is_quiet(others, quiet_percent))
+
+    for _ in range(max_rounds):
+        for name, run in runners.items():  # alternate, so that outside load hits both alike
+            usage = CpuUsage()
+            start = time.perf_counter()
+            run()
+            samples[name].append((time.perf_counter() - start, usage.others_percent()))
+        if all(quiet_count(name) >= iterations for name in runners):
+            break
+    return samples
+
+
+def _is_quiet(others: float, quiet_percent: float | None) -> bool:
+    """Runs too short for the kernel's CPU accounting (NaN) cannot be judged and count as quiet."""
+    return quiet_percent is None or others != others or others <= quiet_percent
+
+
+def _statistics(samples: list, batch_size: int, iterations: int, quiet_percent: float | None) -> dict:
+    quiet = [s for s in samples if quiet_percent is not None and _is_quiet(s[1], quiet_percent)]
+    used = quiet[:iterations] if len(quiet) >= iterations else samples
+    return {**summarize([t for t, _ in used], batch_size), "iterations": len(used),
+            "other_cpu_percent": _median([o for _, o in used]), "rounds": len(samples),
+            "quiet_samples": len(quiet) if quiet_percent is not None else -1}
 
 
 def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tuple[int, int]] = ((512, 1024),),
               batch_sizes: Sequence[int] = (1,), precisions: Sequence[str] = ("float32",), *,
               warmup: int = 3, iterations: int = 10, compare_torch: bool = False, seed: int = 0,
+              quiet_percent: float | None = None, max_rounds: int | None = None,
               progress: Callable[[str], None] | None = None) -> list[SpeedResult]:
     """``benchmark_model`` for a registered model over every (precision, resolution, batch size).
 
@@ -235,7 +268,8 @@ def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tupl
             for batch_size in batch_sizes:
                 results += benchmark_model(model, variables, batch_size, height, width, model_name=model_name,
                                            precision=precision, warmup=warmup, iterations=iterations,
-                                           torch_model=torch_model, seed=seed)
+                                           torch_model=torch_model, seed=seed, quiet_percent=quiet_percent,
+                                           max_rounds=max_rounds)
                 if progress is not None:
                     progress(format_results(results[-1 - int(compare_torch):]))
     return results
@@ -267,7 +301,7 @@ def environment() -> dict[str, Any]:
     return info
 
 
-def format_protocol(env: dict[str, Any], warmup: int, iterations: int) -> str:
+def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_percent: float | None = None) -> str:
     """The measurement protocol and environment, printed above the numbers."""
     load = env.get("load_average")
     lines = [
@@ -281,6 +315,9 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int) -> str:
         "others %: median share of the machine's CPU time used by other processes during the timed "
         "iterations (0 = quiet machine; above ~10 the latencies are inflated, the PyTorch ones the most)",
     ]
+    if quiet_percent is not None:
+        lines.append(f"quiet iterations only: an iteration counts when others % <= {quiet_percent:g}; 'rounds' is "
+                     "how many were timed to get them (all are used, and marked, if too few were quiet)")
     if load is not None:
         lines.append(f"load average (1, 5, 15 min) at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
                      f" on {os.cpu_count()} CPUs (other processes compete for the CPU when this exceeds ~0)")
@@ -291,7 +328,7 @@ def format_results(results: Sequence[SpeedResult]) -> str:
     """A table of results; for each JAX/PyTorch pair the speed-up (torch latency / jax latency)."""
     header = (f"{'framework':<9} {'model':<14} {'input (NxHxW)':<15} {'precision':<9} {'median ms':>9} "
               f"{'p10':>8} {'p90':>8} {'min':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7} "
-              f"{'others %':>8}")
+              f"{'others %':>8} {'rounds':>6}")
     lines = [header, "-" * len(header)]
     jax_latency = {}
     for r in results:
@@ -301,7 +338,8 @@ def format_results(results: Sequence[SpeedResult]) -> str:
         line = (f"{r.framework:<9} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} {r.precision:<9} "
                 f"{r.latency_ms_median:9.1f} {r.latency_ms_p10:8.1f} {r.latency_ms_p90:8.1f} "
                 f"{r.latency_ms_min:8.1f} {r.fps:7.2f} "
-                f"{compile_s} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7} {r.other_cpu_percent:8.0f}")
+                f"{compile_s} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7} {r.other_cpu_percent:8.0f} {r.rounds:6d}"
+                + (" NOT QUIET" if 0 <= r.quiet_samples < r.iterations else ""))
         if r.framework == "jax":
             jax_latency[key] = r.latency_ms_median
         elif key in jax_latency:

@@ -28,6 +28,19 @@ def test_benchmark_model_reports_consistent_latency_fps_params_and_flops(tiny_mo
     assert "tiny" in speed.format_results([result])
 
 
+def test_quiet_mode_keeps_only_quiet_iterations_and_reports_the_rounds(tiny_model, monkeypatch):
+    model, variables = tiny_model
+    monkeypatch.setattr(speed.CpuUsage, "others_percent", lambda self: 30.0)  # a machine 30 % busy
+    (result,) = speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=3, quiet_percent=50.0)
+    assert result.rounds == 3 and result.iterations == 3 and result.quiet_samples == 3
+    assert result.other_cpu_percent == 30.0
+    # Nothing is quiet at 10 %: it times max_rounds and falls back to all of them, marked as not quiet.
+    (result,) = speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=2, quiet_percent=10.0,
+                                      max_rounds=4)
+    assert result.rounds == 4 and result.iterations == 4 and result.quiet_samples == 0
+    assert "NOT QUIET" in speed.format_results([result])
+
+
 def test_random_variables_have_the_model_shapes_and_neutral_batch_norm():
     model = create_model("bisenetv2", 3, aux_heads=False)
     variables = speed.random_variables(model, (1, 64, 64, 3))
