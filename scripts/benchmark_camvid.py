@@ -2,7 +2,7 @@
 
   python scripts/benchmark_camvid.py --model v1_r18 --compare-torch
   python scripts/benchmark_camvid.py --model v2 --budget-minutes 30 --workdir runs/camvid_bench_v2
-  python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.01 --workdir runs/camvid_r18_lr0.01  # tuning on val
+  python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.01 --workdir runs/r18_lr0.01  # tuning
 
 Trains configs/camvid_<model>_cpu.py from scratch on the train split for --budget-minutes (the
 schedule fitted to the budget after a short calibration), saving the weights at 4 points of the
@@ -28,7 +28,8 @@ def _steps(text: str) -> str | int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--steps must be 'fit', 'config' or a number of steps, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--steps must be 'fit', 'config' or a number of steps, got {text!r}") \
+            from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,12 +22,12 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
    on the val split at its original 480x360, single scale (ss), one confusion matrix over the split,
    exact IoU (``bisenet_jax.evaluation.metrics``).
 5. The two frameworks run one after the other in this process (JAX first), never at the same time;
-   the load average before and after each run is recorded, as the machine may be shared.
+   the load average before and after each run is recorded, and the report warns when a run
+   started on a busy machine (see ``busy_machine_warning``: PyTorch suffers most from it).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import platform
@@ -216,6 +216,25 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def busy_machine_warning(result: dict[str, Any]) -> str:
+    """A warning when a run started while other processes kept the CPUs busy, else "".
+
+    The threshold is a 1-minute load average of half the CPUs. Under such load PyTorch's OpenMP
+    threads wait at every parallel region for a thread the kernel has descheduled (measured here:
+    a small train step took 6 s with 2 threads and 0.08 s with 1 while another job used both
+    cores), so the comparison says more about the other jobs than about the frameworks.
+    """
+    cpus = result["environment"]["cpus"]
+    busy = {side: result[side]["load_average_before"][0] for side in ("jax", "torch")
+            if side in result and result[side]["load_average_before"][0] > 0.5 * cpus}
+    if not busy:
+        return ""
+    loads = ", ".join(f"{side} {load:.1f}" for side, load in busy.items())
+    return (f"WARNING: the machine was busy when a run started (1-minute load average {loads} on {cpus} CPUs). "
+            "Multi-threaded PyTorch is slowed disproportionately by other processes: do not compare these "
+            "figures; rerun on an idle machine.")
+
+
 def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[int, dict[str, Any]],
              records, t_start: float, calibration, load_before) -> dict[str, Any]:
     curve, train_seconds = learning_curve(records, t_start, evaluations)
@@ -330,6 +349,9 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
               "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
               "environment": environment(), "protocol": PROTOCOL}
     for side in sides:
+        if os.getloadavg()[0] > 0.5 * result["environment"]["cpus"]:
+            log(f"[{side}] WARNING: load average {_load()} on {result['environment']['cpus']} CPUs: other processes "
+                "are running; the timings will not be comparable")
         side_config, calibration = _side_config(config, side, budget_minutes, steps, calibration_steps,
                                                 torch_threads, log)
         log(f"[{side}] {side_config.train.num_steps} steps (warmup {side_config.optimizer.warmup_steps}, weights "
@@ -338,6 +360,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
             result["jax"] = run_jax(side_config, workdir / "jax", calibration, log)
         else:
             result["torch"] = run_torch(side_config, workdir / "torch", calibration, torch_threads, log)
+        result["warning"] = busy_machine_warning(result)
         save_json(result, workdir / "results.json")
     return result
 
@@ -406,8 +429,11 @@ def format_report(result: dict[str, Any]) -> str:
     for i, name in enumerate(result[sides[0]]["class_names"]):
         row(f"  {name}", lambda r: _pct(r["iou"][i]).strip())
     for side in sides:
-        lines += ["", f"learning curve, {titles[side]}", f"{'step':>7} {'minutes':>8} {'train loss':>11} {'val mIoU %':>11}"]
+        lines += ["", f"learning curve, {titles[side]}",
+                  f"{'step':>7} {'minutes':>8} {'train loss':>11} {'val mIoU %':>11}"]
         for point in result[side]["curve"]:
             lines.append(f"{point['step']:>7} {point['minutes']:>8.1f} {point['train_loss']:>11.4f} "
                          f"{_pct(point['val_miou']):>11}")
+    if result.get("warning"):
+        lines += ["", result["warning"]]
     return "\n".join(lines)

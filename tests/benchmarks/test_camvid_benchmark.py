@@ -31,12 +31,22 @@ def tiny_config(root, model="v1_r18"):
     return config
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One PyTorch thread: with two, the tiny steps here take seconds each whenever another job keeps
+    the cores busy (OpenMP threads wait for each other at every parallel region)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def both_sides(tiny_camvid, tmp_path_factory):
     """Both sides for 4 steps, weights saved at steps 2 and 4 and evaluated after training."""
     workdir = tmp_path_factory.mktemp("bench")
     result = camvid.run_benchmark(tiny_config(tiny_camvid), workdir, model="v1_r18", budget_minutes=30.0,
-                                  sides=("jax", "torch"), steps=4, log=lambda _: None)
+                                  sides=("jax", "torch"), steps=4, torch_threads=1, log=lambda _: None)
     return result, workdir
 
 
@@ -59,10 +69,19 @@ def test_results_json_holds_both_sides_and_the_report_prints_them(both_sides):
     saved = json.loads((workdir / "results.json").read_text())
     assert saved["model"] == "v1_r18" and saved["budget_minutes"] == 30.0 and saved["num_val_images"] == 3
     assert saved["jax"]["miou"] == pytest.approx(result["jax"]["miou"])
-    assert saved["torch"]["framework"] == "torch" and saved["torch"]["num_threads"] >= 1
+    assert saved["torch"]["framework"] == "torch" and saved["torch"]["num_threads"] == 1
     report = camvid.format_report(result)
     assert "JAX (bisenet_jax)" in report and "PyTorch reference" in report
     assert f"{100 * result['torch']['miou']:.2f}" in report and "Bicyclist" in report
+
+
+def test_a_busy_machine_is_flagged_in_the_report():
+    result = {"environment": {"cpus": 2}, "torch": {"load_average_before": [3.5, 3.0, 2.0]},
+              "jax": {"load_average_before": [0.4, 0.3, 0.2]}}
+    warning = camvid.busy_machine_warning(result)
+    assert "torch 3.5" in warning and "jax" not in warning and "idle machine" in warning
+    result["torch"]["load_average_before"][0] = 0.9
+    assert camvid.busy_machine_warning(result) == ""
 
 
 def test_a_used_workdir_is_refused(both_sides, tiny_camvid):
@@ -74,7 +93,7 @@ def test_a_used_workdir_is_refused(both_sides, tiny_camvid):
 def test_torch_run_stops_at_the_budget_with_its_weights_saved(tiny_camvid, tmp_path):
     config = tiny_config(tiny_camvid).copy_and_resolve_references()
     config.train.time_budget_minutes = 1e-6  # over budget after the first step
-    result = torch_reference.train(config, tmp_path, log=lambda _: None)
+    result = torch_reference.train(config, tmp_path, num_threads=1, log=lambda _: None)
     assert result["step"] == 1 and "budget" in result["stop_reason"] and list(result["checkpoints"]) == [1]
     model = torch_reference.load_checkpoint(config, result["checkpoints"][1])
     metrics = torch_reference.evaluate(model, config.data, "val", 1, NUM_CLASSES)
