@@ -22,8 +22,9 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
    on the val split at its original 480x360, single scale (ss), one confusion matrix over the split,
    exact IoU (``bisenet_jax.evaluation.metrics``).
 5. The two frameworks run one after the other in this process (JAX first), never at the same time;
-   the load average before and after each run is recorded, and the report warns when a run
-   started on a busy machine (see ``busy_machine_warning``: PyTorch suffers most from it).
+   the CPU time other processes used during each run is recorded (and the load average before and
+   after), and the report warns when it was more than a few percent (see ``busy_machine_warning``:
+   PyTorch suffers most from a busy machine).
 """
 from __future__ import annotations
 
@@ -216,23 +217,46 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def busy_machine_warning(result: dict[str, Any]) -> str:
-    """A warning when a run started while other processes kept the CPUs busy, else "".
+BUSY_PERCENT = 10.0  # other processes' share of the CPUs during a side's run that makes it suspect
 
-    The threshold is a 1-minute load average of half the CPUs. Under such load PyTorch's OpenMP
-    threads wait at every parallel region for a thread the kernel has descheduled (measured here:
-    a small train step took 6 s with 2 threads and 0.08 s with 1 while another job used both
-    cores), so the comparison says more about the other jobs than about the frameworks.
+
+def busy_machine_warning(result: dict[str, Any]) -> str:
+    """A warning when other processes used the CPUs while a side ran, else "".
+
+    The measure is ``others_cpu_percent``: the CPU time other processes used during the side's
+    training and evaluation, as a share of all CPUs (``bisenet_jax.evaluation.speed.CpuUsage``).
+    More than ``BUSY_PERCENT`` makes the comparison say more about the other jobs than about the
+    frameworks: under such load PyTorch's OpenMP threads wait at every parallel region for a thread
+    the kernel has descheduled (measured here: a small train step took 6 s with 2 threads and 0.08 s
+    with 1 while another job used both cores). Results without the measure fall back to the
+    1-minute load average before the run (over half the CPUs), which lags: it still counts the
+    previous side's own run for about a minute.
     """
     cpus = result["environment"]["cpus"]
-    busy = {side: result[side]["load_average_before"][0] for side in ("jax", "torch")
-            if side in result and result[side]["load_average_before"][0] > 0.5 * cpus}
+    busy = {}
+    for side in ("jax", "torch"):
+        if side not in result:
+            continue
+        others = result[side].get("others_cpu_percent")
+        if others is not None and others == others:
+            if others > BUSY_PERCENT:
+                busy[side] = f"{side}: other processes used {others:.0f}% of the CPUs"
+        elif result[side]["load_average_before"][0] > 0.5 * cpus:
+            busy[side] = f"{side}: 1-minute load average {result[side]['load_average_before'][0]:.1f}"
     if not busy:
         return ""
-    loads = ", ".join(f"{side} {load:.1f}" for side, load in busy.items())
-    return (f"WARNING: the machine was busy when a run started (1-minute load average {loads} on {cpus} CPUs). "
+    return (f"WARNING: the machine was busy during a run ({'; '.join(busy.values())}; {cpus} CPUs). "
             "Multi-threaded PyTorch is slowed disproportionately by other processes: do not compare these "
             "figures; rerun on an idle machine.")
+
+
+def others_cpu_percent_now(seconds: float = 3.0) -> float:
+    """Other processes' share of the CPUs over the next ``seconds`` (NaN off Linux)."""
+    from bisenet_jax.evaluation.speed import CpuUsage
+
+    usage = CpuUsage()
+    time.sleep(seconds)
+    return usage.others_percent()
 
 
 def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[int, dict[str, Any]],
@@ -348,10 +372,14 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
               "budget_minutes": budget_minutes, "steps": steps, "dataset_root": str(config.data.root),
               "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
               "environment": environment(), "protocol": PROTOCOL}
+    from bisenet_jax.evaluation.speed import CpuUsage
+
     for side in sides:
-        if os.getloadavg()[0] > 0.5 * result["environment"]["cpus"]:
-            log(f"[{side}] WARNING: load average {_load()} on {result['environment']['cpus']} CPUs: other processes "
-                "are running; the timings will not be comparable")
+        others = others_cpu_percent_now()
+        if others > BUSY_PERCENT:
+            log(f"[{side}] WARNING: other processes are using {others:.0f}% of the {result['environment']['cpus']} "
+                "CPUs: the timings will not be comparable")
+        usage = CpuUsage()
         side_config, calibration = _side_config(config, side, budget_minutes, steps, calibration_steps,
                                                 torch_threads, log)
         log(f"[{side}] {side_config.train.num_steps} steps (warmup {side_config.optimizer.warmup_steps}, weights "
@@ -360,6 +388,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
             result["jax"] = run_jax(side_config, workdir / "jax", calibration, log)
         else:
             result["torch"] = run_torch(side_config, workdir / "torch", calibration, torch_threads, log)
+        result[side]["others_cpu_percent"] = usage.others_percent()
+        log(f"[{side}] other processes used {result[side]['others_cpu_percent']:.1f}% of the CPUs during the run")
         result["warning"] = busy_machine_warning(result)
         save_json(result, workdir / "results.json")
     return result
@@ -423,6 +453,7 @@ def format_report(result: dict[str, Any]) -> str:
     row("train img/s (median)", lambda r: f"{r['images_per_second']:.2f}")
     row("budgeted minutes", lambda r: f"{r['train_seconds'] / 60:.1f}")
     row("eval seconds (after)", lambda r: f"{r['eval_seconds']:.1f}")
+    row("others' CPU share (%)", lambda r: f"{r.get('others_cpu_percent', float('nan')):.1f}")
     row("load before / after", lambda r: f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}")
     row("stopped by", lambda r: "budget" if "budget" in r["stop_reason"] else r["stop_reason"])
     lines += ["", "per-class IoU (%)"]

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 from flax import traverse_util
 
+from bisenet_jax.models.layers import depthwise_implementation
+
 # Figures of the BiSeNetV1 paper's speed table at 640x360 (REFERENCE.md 1.2, approx.). The paper's
 # "FLOPs" are multiply-adds, so they sit next to our GMACs.
 PAPER_FIGURES: dict[str, dict[str, Any]] = {
@@ -90,7 +92,9 @@ def flops(model: nn.Module, variables: Mapping[str, Any], input_shape: Sequence[
     """
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    return _flops_of(forward.lower(_shapes(variables), x).compile().cost_analysis())
+    with depthwise_implementation(shifted_sum=False):  # the convolution's count, as papers report it
+        lowered = forward.lower(_shapes(variables), x)
+    return _flops_of(lowered.compile().cost_analysis())
 
 
 def _top_level_calls(model: nn.Module, variables: Mapping[str, Any], x: jax.ShapeDtypeStruct,

@@ -51,12 +51,34 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int =
         return jnp.where(hard, losses, 0.0).sum() / jnp.maximum(n_hard, 1)
 
     def mean_of_top_n_min(_):
-        # The number kept is data-dependent, so sort (only runs when too few pixels are hard).
-        top = -jnp.sort(-losses)
-        keep = jnp.arange(losses.shape[0]) < n_min
-        return jnp.where(keep, top, 0.0).sum() / jnp.maximum(n_min, 1)
+        return sum_of_top_k(losses, n_min) / jnp.maximum(n_min, 1)
 
     return jax.lax.cond(n_hard >= n_min, mean_of_hard, mean_of_top_n_min, None)
+
+
+def sum_of_top_k(values: jax.Array, k: jax.Array) -> jax.Array:
+    """Sum of the ``k`` largest of the non-negative float32 ``values`` (1-D); ``k`` may be traced.
+
+    Written by hand: sorting (or ``lax.top_k`` with a data-dependent k) 650k losses is slow on
+    XLA:CPU (about 0.28 s per OHEM head at batch 8, 256x320). Instead a 31-step bisection over the
+    float bit patterns, which order non-negative floats like their values, finds the k-th largest
+    value exactly with one counting pass per step. Values tied with it share the remaining weight,
+    so the sum and its gradient equal those of a sort (up to which tied element is credited).
+    """
+    bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(values).astype(jnp.float32), jnp.int32)
+
+    def bisect(_, bounds):
+        low, high = bounds  # invariant: count(bits >= low) >= k > count(bits >= high)
+        mid = low + (high - low) // 2
+        enough = jnp.sum(bits >= mid) >= k
+        return jnp.where(enough, mid, low), jnp.where(enough, high, mid)
+
+    kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.int32(0), jnp.int32(0x7F800001)))  # +inf + 1
+    above, tied = bits > kth, bits == kth
+    n_above, n_tied = jnp.sum(above), jnp.sum(tied)
+    tie_weight = (k - n_above).astype(jnp.float32) / jnp.maximum(n_tied, 1).astype(jnp.float32)
+    weights = jnp.where(above, 1.0, jnp.where(tied, tie_weight, 0.0))
+    return jnp.sum(values * jax.lax.stop_gradient(weights))
 
 
 def segmentation_loss(logits: jax.Array, aux_logits: Sequence[jax.Array], labels: jax.Array, *,

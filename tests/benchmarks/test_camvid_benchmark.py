@@ -70,6 +70,7 @@ def test_results_json_holds_both_sides_and_the_report_prints_them(both_sides):
     assert saved["model"] == "v1_r18" and saved["budget_minutes"] == 30.0 and saved["num_val_images"] == 3
     assert saved["jax"]["miou"] == pytest.approx(result["jax"]["miou"])
     assert saved["torch"]["framework"] == "torch" and saved["torch"]["num_threads"] == 1
+    assert all(0.0 <= saved[side]["others_cpu_percent"] <= 100.0 for side in ("jax", "torch"))
     report = camvid.format_report(result)
     assert "JAX (bisenet_jax)" in report and "PyTorch reference" in report
     assert f"{100 * result['torch']['miou']:.2f}" in report and "Bicyclist" in report
@@ -79,9 +80,15 @@ def test_a_busy_machine_is_flagged_in_the_report():
     result = {"environment": {"cpus": 2}, "torch": {"load_average_before": [3.5, 3.0, 2.0]},
               "jax": {"load_average_before": [0.4, 0.3, 0.2]}}
     warning = camvid.busy_machine_warning(result)
-    assert "torch 3.5" in warning and "jax" not in warning and "idle machine" in warning
+    assert "torch: 1-minute load average 3.5" in warning and "jax" not in warning and "idle machine" in warning
     result["torch"]["load_average_before"][0] = 0.9
     assert camvid.busy_machine_warning(result) == ""
+    # The measured share of other processes during the run wins over the lagging load average.
+    result["torch"].update(load_average_before=[1.8, 1.9, 2.0], others_cpu_percent=1.5)
+    assert camvid.busy_machine_warning(result) == ""
+    result["jax"]["others_cpu_percent"] = 35.0
+    warning = camvid.busy_machine_warning(result)
+    assert "jax: other processes used 35% of the CPUs" in warning and "torch" not in warning.split("(")[1].split(")")[0]
 
 
 def test_a_used_workdir_is_refused(both_sides, tiny_camvid):

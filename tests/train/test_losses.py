@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bisenet_jax.train.losses import cross_entropy, ohem_cross_entropy, segmentation_loss
+from bisenet_jax.train.losses import cross_entropy, ohem_cross_entropy, segmentation_loss, sum_of_top_k
 
 
 def _numpy_pixel_ce(logits, labels, ignore):
@@ -92,3 +92,18 @@ def test_ohem_is_differentiable_under_jit(batch):
     logits, labels = batch
     grad = jax.jit(jax.grad(lambda lg: ohem_cross_entropy(lg, jnp.asarray(labels))))(jnp.asarray(logits))
     assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).sum() > 0
+
+
+@pytest.mark.parametrize("k", [1, 7, 500, 1000])
+def test_sum_of_top_k_equals_a_sort_with_ties_and_zeros(k):
+    rng = np.random.default_rng(k)
+    values = rng.exponential(size=1000).astype(np.float32)
+    values[:300] = 0.0  # ignored pixels
+    values[300:340] = values[500]  # a block of ties around the middle
+    want = np.sort(values)[::-1][:k].sum(dtype=np.float64)
+    got, grad = jax.value_and_grad(sum_of_top_k)(jnp.asarray(values), jnp.int32(k))
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    grad = np.asarray(grad)
+    kth = np.sort(values)[::-1][k - 1]
+    assert np.all(grad[values > kth] == 1.0) and np.all(grad[values < kth] == 0.0)
+    np.testing.assert_allclose(grad.sum(), k, rtol=1e-5)  # the tied values share what is left
