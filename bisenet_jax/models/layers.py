@@ -97,17 +97,21 @@ def depthwise_implementation(shifted_sum: bool | None):
         _SHIFTED_SUM[0] = previous
 
 
-def _shifted_sum(x: jax.Array, w: jax.Array, stride: int, out_h: int, out_w: int) -> jax.Array:
-    """sum_{i,j} x[:, i + stride*y, j + stride*x, :] * w[i, j, :] for y < out_h, x < out_w."""
-    k = w.shape[0]
-    total = None
+def _strided_taps(x: jax.Array, k: int, stride: int, out_h: int, out_w: int):
+    """((i, j), x[:, i + stride*y, j + stride*x, :] for y < out_h, x < out_w) for the k x k taps, row-major."""
+    n, c = x.shape[0], x.shape[3]
     for i in range(k):
         for j in range(k):
-            tap = jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + stride * (out_h - 1) + 1,
-                                                 j + stride * (out_w - 1) + 1, x.shape[3]),
-                                (1, stride, stride, 1))
-            term = tap * w[i, j]
-            total = term if total is None else total + term
+            yield (i, j), jax.lax.slice(x, (0, i, j, 0), (n, i + stride * (out_h - 1) + 1,
+                                                         j + stride * (out_w - 1) + 1, c), (1, stride, stride, 1))
+
+
+def _shifted_sum(x: jax.Array, w: jax.Array, stride: int, out_h: int, out_w: int) -> jax.Array:
+    """sum_{i,j} x[:, i + stride*y, j + stride*x, :] * w[i, j, :] for y < out_h, x < out_w."""
+    total = None
+    for (i, j), tap in _strided_taps(x, w.shape[0], stride, out_h, out_w):
+        term = tap * w[i, j]
+        total = term if total is None else total + term
     return total
 
 
@@ -141,12 +145,7 @@ def _depthwise_bwd(stride, pad, residuals, g):
     out_h, out_w = g.shape[1], g.shape[2]
     xe = _expand(xp, multiplier)
     # Kernel: one reduction per tap.
-    taps = []
-    for i in range(k):
-        for j in range(k):
-            tap = jax.lax.slice(xe, (0, i, j, 0), (xe.shape[0], i + stride * (out_h - 1) + 1,
-                                                   j + stride * (out_w - 1) + 1, xe.shape[3]), (1, stride, stride, 1))
-            taps.append(jnp.sum(tap * g, axis=(0, 1, 2)))
+    taps = [jnp.sum(tap * g, axis=(0, 1, 2)) for _, tap in _strided_taps(xe, k, stride, out_h, out_w)]
     dw = jnp.stack(taps).reshape(w.shape).astype(w.dtype)
     # Input: the gradient, dilated by the stride and padded by k - 1 (plus the rows and columns the
     # forward pass never read), correlated with the flipped kernel.
@@ -292,15 +291,6 @@ def spatial_mean(x: jax.Array) -> jax.Array:
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
 
 
-def _pool_taps(xp: jax.Array, out_h: int, out_w: int):
-    """The nine stride-2 windows' taps of the padded ``xp``, row-major (PyTorch's scan order)."""
-    n, c = xp.shape[0], xp.shape[3]
-    for i in range(3):
-        for j in range(3):
-            yield (i, j), jax.lax.slice(xp, (0, i, j, 0), (n, i + 2 * (out_h - 1) + 1, j + 2 * (out_w - 1) + 1, c),
-                                        (1, 2, 2, 1))
-
-
 # Written by hand: XLA:CPU runs the gradient of ``nn.max_pool`` (select-and-scatter) slowly: about
 # 0.35 s of a 2.4 s BiSeNetV1-R18 train step at batch 8, 256x320. Nine strided slices and a running
 # max, with a backward pass that sends each output's gradient to the first maximum of its window
@@ -316,7 +306,7 @@ def _max_pool_fwd(x):
     out_h, out_w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
     y = None
-    for _, tap in _pool_taps(xp, out_h, out_w):
+    for _, tap in _strided_taps(xp, 3, 2, out_h, out_w):
         y = tap if y is None else jnp.maximum(y, tap)
     return y, (xp, y)
 
@@ -328,7 +318,7 @@ def _max_pool_bwd(residuals, g):
     zero = jnp.zeros((), g.dtype)
     taken = jnp.zeros(y.shape, bool)
     dxp = jnp.zeros(xp.shape, g.dtype)
-    for (i, j), tap in _pool_taps(xp, out_h, out_w):
+    for (i, j), tap in _strided_taps(xp, 3, 2, out_h, out_w):
         first = (tap == y) & ~taken
         taken = taken | first
         # The transpose of the strided slice: back to the padded grid with interior zeros.
