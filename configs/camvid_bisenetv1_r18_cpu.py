@@ -16,12 +16,13 @@ What changes from camvid_bisenetv1_r18.py, and why:
   machine): lr 1e-2 / 2e-2 / 4e-2 gave 19.1 / 20.6 / 17.6% val mIoU (4.8 / 12.0 / 6.5% at step 33).
 - num_steps: what 30 minutes reach with main.py, evaluations included. The JAX step (crop
   256x320, batch 8) measured 2.14 s on the idle 2-core machine (3.9 CPU s; PyTorch 1.63 s), and
-  several seconds under load; benchmark_camvid.py fitted 812 steps there, and the 4 evaluations
-  take about 15 s in all, so 800. scripts/benchmark_camvid.py refits num_steps to the machine it runs
-  on (a short calibration) and evaluates the weights saved at these 4 points after the budget;
-  time_budget_minutes = 30 stops a run that is slower.
+  several seconds under load; benchmark_camvid.py fitted 812 steps there, and the evaluations
+  below take about 13 s each, so 800. scripts/benchmark_camvid.py refits num_steps to the machine
+  it runs on (a short calibration) and evaluates the weights saved at these 4 points after the
+  budget; time_budget_minutes = 30 stops a run that is slower.
 - 4 evaluations (every num_steps / 4) for a learning curve: with this config alone (main.py) they
-  run inside the budget, about 101 x 0.2-0.35 s each with JAX here.
+  run inside the budget, about 13 s each on the idle machine (101 images; 0.2-0.35 s per image
+  under load).
 - no prediction images, and checkpoints only at evaluations: both would eat into the budget.
 """
 from bisenet_jax.train.config import sibling_config
