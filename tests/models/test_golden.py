@@ -1,4 +1,4 @@
-"""Parity with the PyTorch implementation's own logits (../shared/docs/reference/golden)."""
+"""Parity with the PyTorch implementation's own logits and state_dict keys (tests/reference)."""
 from __future__ import annotations
 
 import importlib.util
