@@ -3,6 +3,17 @@
 Importing this package does not import torch: the PyTorch modules live in
 ``bisenet_jax.convert.torch_models`` (``build_torch_model``) and ONNX export in
 ``bisenet_jax.convert.torch_onnx``; ``.pth`` files need torch, ``.safetensors`` files do not.
+
+Each module uses only those listed before it (no import circle):
+
+    names            Flax path <-> PyTorch key table, array layouts (numpy)
+    torch_io         .pth read/write, numpy -> tensors (torch; imports nothing of bisenet_jax)
+    state_dict       variables <-> state_dict, model/class detection, torchvision backbones
+    files            .pth / .pt / .safetensors files -> flat numpy state_dicts
+    torch_backbones  PyTorch layers, ResNet, Xception39 (torch)
+    torch_models     PyTorch BiSeNetV1/V2, and models holding given weights (torch)
+    torch_onnx       ONNX through the PyTorch models, fixed H and W (torch, onnx)
+    commands         what ``scripts/convert.py`` runs
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bisenet_jax.convert.names import _to_numpy
+from bisenet_jax.convert.names import to_numpy
 from bisenet_jax.convert.state_dict import unwrap_state_dict
 
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -32,15 +32,15 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         from safetensors.numpy import load_file
         checkpoint = load_file(str(path))
     elif suffix in TORCH_SUFFIXES:
-        from bisenet_jax.convert import torch_io
-        checkpoint = torch_io.load_pth(path)
+        from bisenet_jax.convert.torch_io import load_pth  # torch only for .pth files
+        checkpoint = load_pth(path)
     else:
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected .pth, .pt or .safetensors")
     try:
         state_dict = unwrap_state_dict(checkpoint)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    return {k: _to_numpy(v) for k, v in state_dict.items()}
+    return {k: to_numpy(v) for k, v in state_dict.items()}
 
 
 def save_torch_checkpoint(state_dict: Mapping[str, Any], path: str | os.PathLike,
@@ -55,11 +55,11 @@ def save_torch_checkpoint(state_dict: Mapping[str, Any], path: str | os.PathLike
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == SAFETENSORS_SUFFIX:
         from safetensors.numpy import save_file
-        arrays = {k: np.array(_to_numpy(v), order="C") for k, v in state_dict.items()}  # keeps 0-d shapes
+        arrays = {k: np.array(to_numpy(v), order="C") for k, v in state_dict.items()}  # keeps 0-d shapes
         save_file(arrays, str(path), metadata={"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}})
     elif suffix in TORCH_SUFFIXES:
-        from bisenet_jax.convert import torch_io
-        torch_io.save_pth(state_dict, path)
+        from bisenet_jax.convert.torch_io import save_pth
+        save_pth(state_dict, path)
     else:
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected .pth, .pt or .safetensors")
     return path

@@ -84,20 +84,21 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], template: Mapping[s
     for path, torch_key in table:
         if torch_key not in state_dict:
             continue
-        value = from_torch_layout(path, _to_numpy(state_dict[torch_key]))
+        value = from_torch_layout(path, to_numpy(state_dict[torch_key]))
         want = tuple(flat_template[path].shape)
         if tuple(value.shape) != want:
-            misshaped.append(f"{torch_key}: got {tuple(_to_numpy(state_dict[torch_key]).shape)}, "
+            misshaped.append(f"{torch_key}: got {tuple(to_numpy(state_dict[torch_key]).shape)}, "
                              f"expected {tuple(to_torch_layout(path, np.zeros(want)).shape)}")
             continue
         out[path] = value.astype(np.float32)
     if missing or unexpected or misshaped:
-        raise ValueError(_mismatch_message(missing, unexpected, misshaped))
+        raise ValueError(mismatch_message(missing, unexpected, misshaped))
     nested = traverse_util.unflatten_dict(out)
     return {collection: nested[collection] for collection in ("params", "batch_stats") if collection in nested}
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy array from a numpy/JAX array or a torch tensor (bfloat16 widened to float32)."""
     if hasattr(value, "detach"):  # a torch tensor; converted without importing torch here
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
@@ -106,8 +107,9 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _mismatch_message(missing, unexpected, misshaped, limit: int = 20,
-                      header: str = "state_dict does not match the model:") -> str:
+def mismatch_message(missing, unexpected, misshaped, limit: int = 20,
+                     header: str = "state_dict does not match the model:") -> str:
+    """A readable report of missing / unexpected / mis-shaped keys, at most ``limit`` of each."""
     def block(title, items):
         if not items:
             return ""

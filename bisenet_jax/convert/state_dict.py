@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from bisenet_jax.convert.names import (_mismatch_message, _to_numpy, batch_norm_prefixes, key_table,
-                                       to_torch_layout, variables_from_state_dict)
+from bisenet_jax.convert.names import (batch_norm_prefixes, key_table, mismatch_message, to_numpy, to_torch_layout,
+                                       variables_from_state_dict)
 
 # The classifier whose output channels are the class count, per model family (PyTorch key).
 _CLASSIFIER_KEY = {"v1": "conv_out.conv_out.weight", "v2": "head.conv_out.1.weight"}
@@ -33,7 +33,8 @@ _STRIPPED_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedData
 _RESNET_DEPTHS = {(False, 2): 18, (False, 6): 34, (True, 6): 50, (True, 23): 101}
 
 
-def _family(model_name: str) -> str:
+def model_family(model_name: str) -> str:
+    """``"v1"`` or ``"v2"``; a ValueError naming the available models for anything else."""
     if model_name == "bisenetv2":
         return "v2"
     if model_name.startswith("bisenetv1_"):
@@ -61,13 +62,13 @@ def to_torch_state_dict(variables: Mapping[str, Any], model_name: str, *, aux_he
     Raises a ValueError listing missing / unexpected / mis-shaped variables if ``variables`` are not
     those of ``model_name``.
     """
-    family = _family(model_name)
+    family = model_family(model_name)
     variables = {c: jax.device_get(variables[c]) for c in ("params", "batch_stats") if c in variables}
     if "params" not in variables or "batch_stats" not in variables:
         raise ValueError(f"to_torch_state_dict: expected variables with 'params' and 'batch_stats', "
                          f"got collections {sorted(variables)}")
     has_aux = _has_aux_params(variables["params"], family)
-    template = model_template(model_name, _num_classes_of_variables(variables, model_name), has_aux)
+    template = model_template(model_name, num_classes_of_variables(variables, model_name), has_aux)
     _check_variables_match(variables, template, model_name)
 
     flat = {path: value for path, value in
@@ -83,8 +84,8 @@ def to_torch_state_dict(variables: Mapping[str, Any], model_name: str, *, aux_he
     if not aux_heads:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(AUX_HEAD_PREFIXES[family])}
     if as_torch:
-        from bisenet_jax.convert import torch_io
-        return torch_io.to_tensors(state_dict)
+        from bisenet_jax.convert.torch_io import to_tensors  # torch only when asked for
+        return to_tensors(state_dict)
     return state_dict
 
 
@@ -111,7 +112,7 @@ def _check_variables_match(variables, template, model_name: str) -> None:
     missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     misshaped = [f"{k}: got {got[k]}, expected {want[k]}" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
     if missing or unexpected or misshaped:
-        raise ValueError(_mismatch_message(
+        raise ValueError(mismatch_message(
             missing, unexpected, misshaped,
             header=f"variables are not those of {model_name!r} (names in PyTorch form):"))
 
@@ -134,15 +135,15 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str | None 
     old-layout BiSeNetV1 checkpoints (``ffm.conv1`` / ``ffm.conv2``).
     """
     state_dict = unwrap_state_dict(state_dict)
-    _reject_old_ffm_layout(state_dict)
+    reject_old_ffm_layout(state_dict)
     guessed = guess_model_name(state_dict)
     if model_name is None:
         if guessed is None:
             raise ValueError("from_torch_state_dict: cannot tell which BiSeNet this state_dict is "
                              f"(first keys: {list(state_dict)[:5]}); pass model_name explicitly")
         model_name = guessed
-    family = _family(model_name)
-    has_aux = any(k.startswith(AUX_HEAD_PREFIXES[family]) for k in state_dict)
+    family = model_family(model_name)
+    has_aux = has_aux_heads(state_dict, model_name)
     if aux_heads is False:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(AUX_HEAD_PREFIXES[family])}
     num_classes = num_classes_from_state_dict(state_dict, model_name)
@@ -162,19 +163,20 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str | None 
 
 def num_classes_from_state_dict(state_dict: Mapping[str, Any], model_name: str) -> int:
     """The class count: output channels of the classifier (``conv_out.conv_out`` / ``head.conv_out.1``)."""
-    key = _CLASSIFIER_KEY[_family(model_name)]
+    key = _CLASSIFIER_KEY[model_family(model_name)]
     if key not in state_dict:
         guessed = guess_model_name(state_dict)
         hint = f"; the keys look like a {guessed!r} checkpoint" if guessed and guessed != model_name else ""
         raise ValueError(f"state_dict has no classifier {key!r}, so it is not a {model_name!r} checkpoint{hint} "
                          f"(first keys: {list(state_dict)[:5]})")
-    return int(_to_numpy(state_dict[key]).shape[0])
+    return int(to_numpy(state_dict[key]).shape[0])
 
 
-def _reject_old_ffm_layout(state_dict: Mapping[str, Any]) -> None:
+def reject_old_ffm_layout(state_dict: Mapping[str, Any]) -> None:
+    """A ValueError explaining why a checkpoint with the paper's ``ffm.conv1/conv2`` cannot be converted."""
     if "ffm.conv1.weight" in state_dict and "ffm.conv2.weight" in state_dict:
-        shape1 = tuple(_to_numpy(state_dict["ffm.conv1.weight"]).shape)
-        shape2 = tuple(_to_numpy(state_dict["ffm.conv2.weight"]).shape)
+        shape1 = tuple(to_numpy(state_dict["ffm.conv1.weight"]).shape)
+        shape2 = tuple(to_numpy(state_dict["ffm.conv2.weight"]).shape)
         raise ValueError(
             "this is an old-layout BiSeNetV1 checkpoint: its feature fusion module has "
             f"'ffm.conv1.weight' {shape1} and 'ffm.conv2.weight' {shape2} (the paper's two 1x1 convs with a "
@@ -274,13 +276,19 @@ def _is_flat_state_dict(mapping: Mapping[str, Any]) -> bool:
     return bool(mapping) and all(isinstance(k, str) and hasattr(v, "shape") for k, v in mapping.items())
 
 
+def has_aux_heads(state_dict: Mapping[str, Any], model_name: str) -> bool:
+    """Whether a PyTorch state_dict carries the training-only auxiliary heads."""
+    return any(k.startswith(AUX_HEAD_PREFIXES[model_family(model_name)]) for k in state_dict)
+
+
 def _has_aux_params(params: Mapping[str, Any], family: str) -> bool:
     return any(prefix.rstrip(".") in params for prefix in AUX_HEAD_PREFIXES[family])
 
 
-def _num_classes_of_variables(variables: Mapping[str, Any], model_name: str) -> int:
+def num_classes_of_variables(variables: Mapping[str, Any], model_name: str) -> int:
+    """The class count of a JAX variable tree: output channels of its classifier kernel."""
     try:
-        if _family(model_name) == "v1":
+        if model_family(model_name) == "v1":
             kernel = variables["params"]["conv_out"]["conv_out"]["kernel"]
         else:
             kernel = variables["params"]["head"]["conv_out"]["1"]["kernel"]

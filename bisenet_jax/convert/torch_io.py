@@ -1,4 +1,7 @@
-"""torch-side file and tensor helpers (torch is imported here only)."""
+"""torch-side file and tensor helpers: the only place ``.pth`` files are read or written.
+
+A leaf module: it imports torch and numpy, nothing of bisenet_jax.
+"""
 from __future__ import annotations
 
 import os
@@ -34,25 +37,3 @@ def save_pth(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
     """A plain ``{key: tensor}`` file that ``model.load_state_dict(torch.load(path))`` accepts."""
     torch.save(to_tensors(state_dict), path)
 
-
-def load_torch_model(path: str | os.PathLike, model_name: str | None = None) -> torch.nn.Module:
-    """The shipped PyTorch module (eval mode) with the weights of a ``.pth`` / ``.safetensors`` file.
-
-    The model comes from ``model_name``, else the file's safetensors metadata, else its keys; the
-    class count from the classifier; auxiliary heads are built if the file has them. Loaded with
-    ``strict=True``.
-    """
-    from bisenet_jax.convert.files import load_torch_checkpoint, read_safetensors_metadata
-    from bisenet_jax.convert.state_dict import (AUX_HEAD_PREFIXES, _family, _reject_old_ffm_layout,
-                                                guess_model_name, num_classes_from_state_dict)
-    from bisenet_jax.convert.torch_models import build_torch_model
-
-    state_dict = load_torch_checkpoint(path)
-    _reject_old_ffm_layout(state_dict)
-    model_name = model_name or read_safetensors_metadata(path).get("model_name") or guess_model_name(state_dict)
-    if model_name is None:
-        raise ValueError(f"{path}: cannot tell which BiSeNet this is from its keys; pass model_name")
-    aux_heads = any(k.startswith(AUX_HEAD_PREFIXES[_family(model_name)]) for k in state_dict)
-    model = build_torch_model(model_name, num_classes_from_state_dict(state_dict, model_name), aux_heads=aux_heads)
-    model.load_state_dict(to_tensors(state_dict), strict=True)
-    return model.eval()

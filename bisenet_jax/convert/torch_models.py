@@ -1,10 +1,12 @@
 """A minimal PyTorch definition of BiSeNetV1 and BiSeNetV2 in the layout the PyTorch world uses.
 
-Written from the structure facts in ``REFERENCE.md`` sections 1-2 so that a user without any other
-repository can load a state_dict exported by :func:`bisenet_jax.convert.to_torch_state_dict` and
-run it (or export it to ONNX). ``state_dict()`` of the training-mode models has exactly the keys and
-shapes of ``../shared/docs/reference/pytorch_bisenetv{1,2}_state_dict.txt``, ``num_batches_tracked``
-included. It is also the eager PyTorch reference of the speed and training benchmarks.
+Written so that a user without any other repository can load a state_dict exported by
+:func:`bisenet_jax.convert.to_torch_state_dict` and run it (or export it to ONNX).
+``state_dict()`` of the training-mode models has exactly the keys and shapes of the widely used
+PyTorch implementation's checkpoints, ``num_batches_tracked`` included. It is also the eager PyTorch
+reference of the speed and training benchmarks. The layers and backbones are in
+:mod:`bisenet_jax.convert.torch_backbones`; :func:`torch_model_from_variables` and
+:func:`load_torch_model` return a model holding given weights.
 
 Inputs are NCHW float tensors (normalised RGB). ``model.eval()``: ``forward`` returns the logits
 (N, C, H, W) at the input size. ``model.train()``: ``(logits, [aux logits ...])``, the auxiliary
@@ -15,227 +17,28 @@ PyTorch reference's ``Upsample(scale_factor=2)``); where a side is not a multipl
 upsampled feature is resized to the skip feature's exact size with half-pixel nearest sampling;
 the heads resize bilinearly (``align_corners=False``) straight to the input size.
 
-torch is imported here only: ``import bisenet_jax.convert`` does not import it.
+torch is imported in the ``torch_*`` modules only: ``import bisenet_jax.convert`` does not import it.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import os
+from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from bisenet_jax.convert.files import load_torch_checkpoint, read_safetensors_metadata
+from bisenet_jax.convert.state_dict import (guess_model_name, has_aux_heads, num_classes_from_state_dict,
+                                            num_classes_of_variables, reject_old_ffm_layout, to_torch_state_dict)
+from bisenet_jax.convert.torch_backbones import (ConvBNReLU, ResNet, Xception39, build_torchvision_resnet, make_conv,
+                                                 spatial_mean, upsample_bilinear, upsample_nearest)
+from bisenet_jax.convert.torch_io import to_tensors
 
 __all__ = [
     "BiSeNetV1", "BiSeNetV2", "ConvBNReLU", "ResNet", "Xception39", "build_torch_model", "build_torchvision_resnet",
+    "count_parameters", "load_torch_model", "torch_model_from_variables",
 ]
-
-# -------------------------------------------------------------------------------------------------
-# Shared pieces
-# -------------------------------------------------------------------------------------------------
-
-
-class ConvBNReLU(nn.Module):
-    """conv (no bias, padding k//2) -> ``bn`` -> ReLU (or nothing with ``relu=False``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1, relu: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
-                              groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
-
-
-def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-          bias: bool = False) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
-
-
-def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest resize to ``size``: pixel repetition at integer factors, half-pixel sampling otherwise."""
-    h, w = x.shape[-2:]
-    out_h, out_w = int(size[0]), int(size[1])
-    if (h, w) == (out_h, out_w):
-        return x
-    if out_h % h == 0 and out_w % w == 0:
-        return F.interpolate(x, size=(out_h, out_w), mode="nearest")
-    return F.interpolate(x, size=(out_h, out_w), mode="nearest-exact")
-
-
-def upsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize with half-pixel centres (``align_corners=False``), no antialiasing."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
-
-
-def spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, 1, 1)."""
-    return x.mean(dim=(2, 3), keepdim=True)
-
-
-# -------------------------------------------------------------------------------------------------
-# torchvision-structured ResNets
-# -------------------------------------------------------------------------------------------------
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        out_channels = width * self.expansion
-        self.conv1 = _conv(in_channels, width, 3, stride)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv(width, width, 3)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.downsample = _downsample(in_channels, out_channels, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(y + shortcut)
-
-
-class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck (the stride is on the 3x3 conv), as in torchvision."""
-
-    expansion = 4
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        out_channels = width * self.expansion
-        self.conv1 = _conv(in_channels, width, 1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = _conv(width, width, 3, stride)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = _conv(width, out_channels, 1)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _downsample(in_channels, out_channels, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(y + shortcut)
-
-
-def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
-    if stride == 1 and in_channels == out_channels:
-        return None
-    return nn.Sequential(_conv(in_channels, out_channels, 1, stride), nn.BatchNorm2d(out_channels))
-
-
-RESNET_STAGES = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-                 50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
-
-
-class ResNet(nn.Module):
-    """torchvision's ResNet names and structure; ``forward`` returns the (1/8, 1/16, 1/32) features.
-
-    With ``num_classes`` set it also has torchvision's ``fc`` (so its ``state_dict`` is an ImageNet
-    checkpoint's layout) and :meth:`classify`; BiSeNet's context path has no classifier.
-    """
-
-    def __init__(self, depth: int = 18, num_classes: int | None = None):
-        super().__init__()
-        if depth not in RESNET_STAGES:
-            raise ValueError(f"ResNet depth {depth} is not supported; expected one of {sorted(RESNET_STAGES)}")
-        block, stage_sizes = RESNET_STAGES[depth]
-        self.conv1 = _conv(3, 64, 7, 2)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        in_channels = 64
-        for k, (num_blocks, width) in enumerate(zip(stage_sizes, (64, 128, 256, 512))):
-            blocks = []
-            for i in range(num_blocks):
-                blocks.append(block(in_channels, width, (1 if k == 0 else 2) if i == 0 else 1))
-                in_channels = width * block.expansion
-            setattr(self, f"layer{k + 1}", nn.Sequential(*blocks))
-        self.out_channels = tuple(w * block.expansion for w in (128, 256, 512))
-        if num_classes is not None:
-            self.fc = nn.Linear(512 * block.expansion, num_classes)
-        _init_resnet(self)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
-        x = self.layer1(x)
-        feat8 = self.layer2(x)
-        feat16 = self.layer3(feat8)
-        feat32 = self.layer4(feat16)
-        return feat8, feat16, feat32
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits (only with ``num_classes``)."""
-        return self.fc(torch.flatten(spatial_mean(self(x)[-1]), 1))
-
-
-def build_torchvision_resnet(depth: int, num_classes: int = 1000) -> ResNet:
-    """A ResNet whose ``state_dict`` has torchvision's ImageNet layout (``conv1`` ... ``fc``)."""
-    return ResNet(depth, num_classes)
-
-
-# -------------------------------------------------------------------------------------------------
-# Xception39 (names are bisenet_jax's: there is no PyTorch layout to match)
-# -------------------------------------------------------------------------------------------------
-
-XCEPTION39_STAGES = ((4, 16), (8, 32), (4, 64))
-
-
-class SeparableConv(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, relu: bool = True):
-        super().__init__()
-        self.depthwise = _conv(in_channels, in_channels, 3, stride, groups=in_channels)
-        self.pointwise = ConvBNReLU(in_channels, out_channels, 1, relu=relu)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
-
-
-class XceptionBlock(nn.Module):
-    def __init__(self, in_channels: int, mid: int, stride: int = 1, project: bool = False):
-        super().__init__()
-        self.sep1 = SeparableConv(in_channels, mid, stride)
-        self.sep2 = SeparableConv(mid, mid)
-        self.sep3 = SeparableConv(mid, 4 * mid, relu=False)
-        self.shortcut = SeparableConv(in_channels, 4 * mid, stride, relu=False) if project else None
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.sep3(self.sep2(self.sep1(x)))
-        return self.relu(y + (x if self.shortcut is None else self.shortcut(x)))
-
-
-class Xception39(nn.Module):
-    """Returns the (1/8, 1/16, 1/32) features with 64, 128 and 256 channels."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = ConvBNReLU(3, 8, 3, 2)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        in_channels = 8
-        for k, (num_blocks, mid) in enumerate(XCEPTION39_STAGES):
-            blocks = [XceptionBlock(in_channels if i == 0 else 4 * mid, mid, 2 if i == 0 else 1, i == 0)
-                      for i in range(num_blocks)]
-            setattr(self, f"layer{k + 1}", nn.Sequential(*blocks))
-            in_channels = 4 * mid
-        self.out_channels = tuple(4 * mid for _, mid in XCEPTION39_STAGES)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.conv1(x))
-        feat8 = self.layer1(x)
-        feat16 = self.layer2(feat8)
-        return feat8, feat16, self.layer3(feat16)
-
 
 # -------------------------------------------------------------------------------------------------
 # BiSeNetV1
@@ -258,7 +61,7 @@ class AttentionRefinement(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv = ConvBNReLU(in_channels, out_channels, 3)
-        self.conv_atten = _conv(out_channels, out_channels, 1)
+        self.conv_atten = make_conv(out_channels, out_channels, 1)
         self.bn_atten = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -301,7 +104,7 @@ class FeatureFusion(nn.Module):
     def __init__(self, in_channels: int = 256, out_channels: int = 256):
         super().__init__()
         self.convblk = ConvBNReLU(in_channels, out_channels, 1)
-        self.conv = _conv(out_channels, out_channels, 1)
+        self.conv = make_conv(out_channels, out_channels, 1)
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, spatial: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -358,7 +161,7 @@ class BiSeNetV1(nn.Module):
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
              relu: bool = False) -> nn.Sequential:
     """Sequential(conv ``0``, BN ``1`` [, ReLU ``2``])."""
-    layers = [_conv(in_channels, out_channels, kernel_size, stride, groups), nn.BatchNorm2d(out_channels)]
+    layers = [make_conv(in_channels, out_channels, kernel_size, stride, groups), nn.BatchNorm2d(out_channels)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -412,8 +215,8 @@ class GatherExpandS2(nn.Module):
         self.conv2 = _conv_bn(mid, out_channels, 1)
         self.conv2[1].last_bn = True
         self.shortcut = nn.Sequential(
-            _conv(in_channels, in_channels, 3, 2, groups=in_channels), nn.BatchNorm2d(in_channels),
-            _conv(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+            make_conv(in_channels, in_channels, 3, 2, groups=in_channels), nn.BatchNorm2d(in_channels),
+            make_conv(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -452,13 +255,13 @@ class SemanticBranch(nn.Module):
 class BilateralGuidedAggregation(nn.Module):
     def __init__(self, channels: int = 128):
         super().__init__()
-        self.left1 = nn.Sequential(_conv(channels, channels, 3, groups=channels), nn.BatchNorm2d(channels),
-                                   _conv(channels, channels, 1))
-        self.left2 = nn.Sequential(_conv(channels, channels, 3, 2), nn.BatchNorm2d(channels),
+        self.left1 = nn.Sequential(make_conv(channels, channels, 3, groups=channels), nn.BatchNorm2d(channels),
+                                   make_conv(channels, channels, 1))
+        self.left2 = nn.Sequential(make_conv(channels, channels, 3, 2), nn.BatchNorm2d(channels),
                                    nn.AvgPool2d(3, 2, 1, count_include_pad=True))
         self.right1 = _conv_bn(channels, channels, 3)
-        self.right2 = nn.Sequential(_conv(channels, channels, 3, groups=channels), nn.BatchNorm2d(channels),
-                                    _conv(channels, channels, 1))
+        self.right2 = nn.Sequential(make_conv(channels, channels, 3, groups=channels), nn.BatchNorm2d(channels),
+                                    make_conv(channels, channels, 1))
         self.conv = _conv_bn(channels, channels, 3, relu=True)
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
@@ -531,12 +334,6 @@ class BiSeNetV2(nn.Module):
 # -------------------------------------------------------------------------------------------------
 
 
-def _init_resnet(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-
 def _init_bisenetv1(model: nn.Module) -> None:
     """Kaiming normal (fan_in, gain 1) outside the backbone; the backbone keeps its own init."""
     backbone = model.cp.resnet if hasattr(model.cp, "resnet") else model.cp.xception
@@ -582,3 +379,34 @@ def build_torch_model(model_name: str, num_classes: int, aux_heads: bool = True)
 
 def count_parameters(model: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in model.parameters())
+
+
+# -------------------------------------------------------------------------------------------------
+# Models holding given weights
+# -------------------------------------------------------------------------------------------------
+
+
+def torch_model_from_variables(variables: Mapping[str, Any], model_name: str, *, aux_heads: bool = False) -> nn.Module:
+    """The PyTorch module (eval mode) holding JAX ``variables``, loaded with ``strict=True``."""
+    num_classes = num_classes_of_variables(variables, model_name)
+    model = build_torch_model(model_name, num_classes, aux_heads=aux_heads)
+    model.load_state_dict(to_torch_state_dict(variables, model_name, aux_heads=aux_heads, as_torch=True), strict=True)
+    return model.eval()
+
+
+def load_torch_model(path: str | os.PathLike, model_name: str | None = None) -> nn.Module:
+    """The PyTorch module (eval mode) with the weights of a ``.pth`` / ``.safetensors`` file.
+
+    The model comes from ``model_name``, else the file's safetensors metadata, else its keys; the
+    class count from the classifier; auxiliary heads are built if the file has them. Loaded with
+    ``strict=True``.
+    """
+    state_dict = load_torch_checkpoint(path)
+    reject_old_ffm_layout(state_dict)
+    model_name = model_name or read_safetensors_metadata(path).get("model_name") or guess_model_name(state_dict)
+    if model_name is None:
+        raise ValueError(f"{path}: cannot tell which BiSeNet this is from its keys; pass model_name")
+    model = build_torch_model(model_name, num_classes_from_state_dict(state_dict, model_name),
+                              aux_heads=has_aux_heads(state_dict, model_name))
+    model.load_state_dict(to_tensors(state_dict), strict=True)
+    return model.eval()

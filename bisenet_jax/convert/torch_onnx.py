@@ -1,7 +1,7 @@
 """ONNX export of JAX BiSeNet variables through the shipped PyTorch module (torch imported here).
 
 JAX variables -> :func:`~bisenet_jax.convert.to_torch_state_dict` (without the auxiliary heads) ->
-:func:`~bisenet_jax.convert.torch_models.build_torch_model` in eval mode -> ``torch.onnx.export``
+:func:`~bisenet_jax.convert.torch_models.torch_model_from_variables` in eval mode -> ``torch.onnx.export``
 (the torch.export-based exporter, which needs ``onnxscript``). The graph takes ``image`` (N, 3, H, W)
 float32, normalised RGB, and returns ``logits`` (N, num_classes, H, W); the batch axis is dynamic,
 H and W are fixed at export time (the resize sizes are baked in, as TensorRT engines want).
@@ -18,19 +18,10 @@ import onnx.helper
 import onnx.version_converter
 import torch
 
-from bisenet_jax.convert.state_dict import _num_classes_of_variables, to_torch_state_dict
-from bisenet_jax.convert.torch_models import build_torch_model
+from bisenet_jax.convert.torch_models import torch_model_from_variables
 
 DEFAULT_OPSET = 17  # the newest opset TensorRT 8.6 reads; 18+ works too
 EXPORTER_OPSET = 18  # the opset the torch.export-based exporter emits natively
-
-
-def torch_model_from_variables(variables: Mapping[str, Any], model_name: str, *, aux_heads: bool = False) -> torch.nn.Module:
-    """The shipped PyTorch module (eval mode) holding ``variables``, loaded with ``strict=True``."""
-    num_classes = _num_classes_of_variables(variables, model_name)
-    model = build_torch_model(model_name, num_classes, aux_heads=aux_heads)
-    model.load_state_dict(to_torch_state_dict(variables, model_name, aux_heads=aux_heads, as_torch=True), strict=True)
-    return model.eval()
 
 
 def export_onnx(variables: Mapping[str, Any], model_name: str, path: str | os.PathLike, *,

@@ -156,7 +156,7 @@ def test_pth_round_trip_loads_in_torch_and_back_in_jax(tmp_path, random_variable
 
 def test_exported_file_loads_as_a_ready_torch_model(tmp_path, random_variables, jax_logits, rel_error):
     pytest.importorskip("safetensors")
-    from bisenet_jax.convert.torch_io import load_torch_model
+    from bisenet_jax.convert.torch_models import load_torch_model
     variables = random_variables("bisenetv1_r18", num_classes=5, seed=6)
     path = save_torch_checkpoint(to_torch_state_dict(variables, "bisenetv1_r18", aux_heads=False),
                                  tmp_path / "deploy.safetensors")
