@@ -1,7 +1,7 @@
 """Images per second of the training input pipeline (read, decode, augment, normalise, batch).
 
   # CamVid, 352x480 crops, one worker process with one thread:
-  python scripts/benchmark_data.py --name camvid --root ../shared/data/camvid --crop 352 480 \
+  python scripts/benchmark_data.py --name camvid --root /data/camvid --crop 352 480 \
       --num-workers 1 --num-threads 1
   # 2048x1024 Cityscapes-layout PNGs generated into a folder (kept for reuse), 1024x1024 crops:
   python scripts/benchmark_data.py --synthetic-cityscapes /tmp/synthetic_cityscapes --crop 1024 1024 \
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bisenet_jax.data import create_source, create_train_iterator, default_data_config, get_dataset_info
+from bisenet_jax.benchmarks.machine import child_pids, cpu_name, cpu_seconds, load_average
+from bisenet_jax.data import create_source, create_train_iterator, default_data_config
 from bisenet_jax.data.pipeline import train_transform
 
 # labelIds that occur in Cityscapes annotations (19 evaluated classes and a few ignored ones).
@@ -78,7 +79,7 @@ def write_synthetic_cityscapes(root: Path, count: int, seed: int = 0) -> Path:
 def single_thread_costs(config, count: int) -> tuple[float, float]:
     """(ms per image to read and decode, ms per image for the training transform), in this thread."""
     source = create_source(config, config.train_split)
-    transform = train_transform(config, get_dataset_info(config))
+    transform = train_transform(config, source.info)
     rng = np.random.default_rng(0)
     indices = [int(i) for i in rng.permutation(len(source))[:count]]
     start = time.perf_counter()
@@ -88,36 +89,6 @@ def single_thread_costs(config, count: int) -> tuple[float, float]:
     for record in records:
         transform.random_map(record, rng)
     return 1000 * read / len(records), 1000 * (time.perf_counter() - start) / len(records)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _child_pids(pid: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            pass
-    return children
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> None:
@@ -149,11 +120,11 @@ def main(argv=None) -> None:
 
     source = create_source(config, config.train_split)
     first = source[0]
-    load_before = os.getloadavg()
+    load_before = load_average()
     print("== Protocol")
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
           f"numpy {np.__version__}, pillow {Image.__version__}")
-    print(f"load average before (1/5/15 min): {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    print(f"load average before (1/5/15 min): {load_before}")
     print(f"dataset: {config.name} at {config.root or '(embedded)'}, {len(source)} train images, "
           f"first image {first['image'].shape[1]}x{first['image'].shape[0]}")
     print(f"pipeline: crop {args.crop[0]}x{args.crop[1]}, scale {tuple(config.scale_range)}, flip, jitter "
@@ -165,17 +136,17 @@ def main(argv=None) -> None:
     try:
         for _ in range(args.warmup_batches):
             next(iterator)
-        workers = _child_pids(os.getpid())
-        cpu_before = {pid: _cpu_seconds(pid) for pid in [os.getpid(), *workers]}
+        workers = child_pids(os.getpid())
+        cpu_before = {pid: cpu_seconds(pid) for pid in [os.getpid(), *workers]}
         start = time.perf_counter()
         for _ in range(args.num_batches):
             shape = next(iterator)["image"].shape
         elapsed = time.perf_counter() - start
-        cpu = {pid: _cpu_seconds(pid) - before for pid, before in cpu_before.items()}
+        cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
     finally:
         iterator.close()
     assert shape == (args.batch_size, *args.crop, 3), shape
-    load_after = os.getloadavg()
+    load_after = load_average()
     images_per_second = args.num_batches * args.batch_size / elapsed
     processes = max(1, args.num_workers)
     print("== Figures")
@@ -194,7 +165,7 @@ def main(argv=None) -> None:
         read_ms, transform_ms = single_thread_costs(config, args.single_thread_images)
         print(f"single thread, per image: read+decode {read_ms:.1f} ms, transform {transform_ms:.1f} ms "
               f"(-> {1000 / (read_ms + transform_ms):.1f} images/s before batching)")
-    print(f"load average after (1/5/15 min): {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
+    print(f"load average after (1/5/15 min): {load_after}"
           f"{'  <- contended: other processes were using the CPUs before the run' if load_before[0] > 0.5 else ''}")
 
 

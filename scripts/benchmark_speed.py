@@ -5,7 +5,8 @@
   python scripts/benchmark_speed.py --model bisenetv2 --precisions float32 bfloat16 --batch-sizes 1 4
 
 Weights are random (speed does not depend on them). With --compare-torch the PyTorch reference
-module runs in the same process under the same protocol, and the JAX speed-up is printed.
+module runs in the same process under the same protocol, and the JAX speed-up is printed. The
+protocol is in bisenet_jax/benchmarks/inference_speed.py.
 """
 from __future__ import annotations
 
@@ -47,20 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
     import dataclasses
 
-    from bisenet_jax.evaluation import speed
+    from bisenet_jax.benchmarks import inference_speed, machine
 
-    env = speed.environment()
-    print(speed.format_protocol(env, args.warmup, args.iterations, args.quiet_percent), flush=True)
+    env = machine.environment()
+    print(inference_speed.format_protocol(env, args.warmup, args.iterations, args.quiet_percent), flush=True)
     results = []
     for name in args.model:
-        results += speed.benchmark(name, args.num_classes, args.resolutions, args.batch_sizes, args.precisions,
+        results += inference_speed.benchmark(name, args.num_classes, args.resolutions, args.batch_sizes, args.precisions,
                                    warmup=args.warmup, iterations=args.iterations,
                                    compare_torch=args.compare_torch, quiet_percent=args.quiet_percent,
                                    max_rounds=args.max_rounds, progress=lambda text: print(text, flush=True))
     print()
-    print(speed.format_results(results))
-    load = os.getloadavg()
-    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(inference_speed.format_results(results))
+    load = machine.load_average()
+    print(f"load average at end: {load}")
     if args.json:
         payload = {"environment": env, "load_average_end": load, "warmup": args.warmup, "iterations": args.iterations,
                    "quiet_percent": args.quiet_percent, "results": [dataclasses.asdict(r) for r in results]}

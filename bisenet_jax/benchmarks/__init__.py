@@ -1,6 +1,11 @@
-"""Benchmarks that train: CamVid time-to-accuracy against the PyTorch reference (``camvid``).
+"""Benchmarks, the top floor: they use training, evaluation and ``convert`` (the PyTorch reference);
+nothing below imports them.
 
-``bisenet_jax.benchmarks.camvid`` drives the JAX side (``train_and_evaluate`` under a wall-clock
-budget) and prints both sides; ``torch_reference`` is the same recipe in a plain PyTorch loop and
-the only module here that imports torch.
+- ``inference_speed``: latency, FPS, parameters and GFLOPs of the forward pass, JAX against PyTorch eager.
+- ``train_speed``: train-step images/s and compile time, JAX against PyTorch eager.
+- ``camvid``: CamVid time-to-accuracy under a wall-clock budget, JAX then the PyTorch reference.
+- ``recipes``: the CamVid CPU recipes that ``camvid`` trains (``configs/camvid_*_cpu.py`` return them).
+- ``torch_reference``: the same recipe in a plain PyTorch loop (with ``convert.torch_models``, the
+  only modules that import torch).
+- ``machine``: CPU count and name, CPU time, other processes' CPU share, load, peak memory, versions.
 """

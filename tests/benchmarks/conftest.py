@@ -1,11 +1,17 @@
-"""A tiny CamVid in the SegNet layout (train/ trainannot/ val/ valannot/), written once per session."""
+"""Fixtures of the benchmark tests: a tiny CamVid in the SegNet layout (train/ trainannot/ val/ valannot/),
+written once per session, and a two-convolution segmentation model that compiles in about a second."""
 from __future__ import annotations
 
 import pathlib
 
+import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+
+from bisenet_jax.benchmarks.inference_speed import random_variables
+from bisenet_jax.models import resize
 
 HEIGHT, WIDTH = 48, 64  # 48 is not a multiple of 32, like CamVid's 360
 
@@ -37,3 +43,25 @@ def tiny_camvid(tmp_path_factory) -> pathlib.Path:
             Image.fromarray(image).save(root / split / f"f{i:03d}.png")
             Image.fromarray(label).save(root / f"{split}annot" / f"f{i:03d}.png")
     return root
+
+
+class TwoConvSegmenter(nn.Module):
+    """3x3 stride-2 conv (3 -> 8 channels), ReLU, 3x3 conv to the classes, bilinear back to the input size.
+
+    Like BiSeNet: NHWC float in, float32 logits at the input size out, ``train`` argument.
+    """
+
+    num_classes: int = 4
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.relu(nn.Conv(8, (3, 3), strides=(2, 2))(x))  # (N, H/2, W/2, 8)
+        h = nn.Conv(self.num_classes, (3, 3))(h)  # (N, H/2, W/2, num_classes)
+        return resize(h.astype(jnp.float32), x.shape[1:3], "bilinear")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """(model, variables) with host-side random weights (no compiled ``model.init``)."""
+    model = TwoConvSegmenter(4)
+    return model, random_variables(model, (1, 32, 32, 3), seed=0)

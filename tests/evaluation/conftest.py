@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bisenet_jax.evaluation.speed import random_variables
+from bisenet_jax.benchmarks.inference_speed import random_variables
 from bisenet_jax.models import resize
 
 

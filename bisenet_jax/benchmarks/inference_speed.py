@@ -14,13 +14,15 @@ Protocol (what ``benchmark`` does, and what ``format_protocol`` prints next to t
   10th and 90th percentiles; FPS = batch size / median latency. When both frameworks run, their
   iterations alternate (JAX, PyTorch, JAX, ...), so load from other processes on a shared
   machine hits both alike; the load average before and after is printed.
+- parameters and GFLOPs: ``bisenet_jax.models.summary`` (``count_params``; ``flops``, XLA's count of
+  the network's convolutions, 2 FLOPs per multiply-add, the same figure as ``scripts/model_stats.py``).
+
+The environment printed with the numbers is ``bisenet_jax.benchmarks.machine.environment()``.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bisenet_jax.benchmarks.machine import CpuUsage, cpu_count
 from bisenet_jax.models import create_model
+from bisenet_jax.models.summary import count_params, flops
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -54,7 +58,7 @@ class SpeedResult:
     compile_seconds: float  # JAX: lower + compile; torch: moving the module to the dtype (eager, no compile)
     threads: int
     params: int
-    gflops: float  # XLA cost analysis of the compiled forward (2 FLOPs per multiply-add); NaN for torch
+    gflops: float  # models.summary.flops of the forward (2 FLOPs per multiply-add); NaN for torch
     max_rel_diff: float = float("nan")  # torch only: max |torch - jax| / max |jax| of the logits
     # Median share of the machine's CPU time used by *other* processes while this one was timed
     # (from /proc/stat; NaN where unavailable): 0 on a quiet machine.
@@ -94,49 +98,6 @@ def random_variables(model: Any, input_shape: Sequence[int], seed: int = 0) -> d
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def count_parameters(variables: dict) -> int:
-    """Number of trainable parameters (the ``params`` collection)."""
-    return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(variables["params"])))
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (what XLA's CPU thread pool is sized to)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-class CpuUsage:
-    """CPU time used by other processes since construction, from /proc/stat and /proc/self/stat.
-
-    ``others_percent()`` = (busy CPU time of the machine - this process's CPU time) / (elapsed time x
-    CPUs), in percent: how much the benchmark had to share the machine. NaN off Linux.
-    """
-
-    def __init__(self):
-        self._start = self._read()
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-            with open("/proc/self/stat") as f:
-                own = f.read().rsplit(")", 1)[1].split()
-            idle = fields[3] + fields[4]  # idle + iowait
-            return sum(fields[:8]), sum(fields[:8]) - idle, int(own[11]) + int(own[12])  # total, busy, utime+stime
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def others_percent(self) -> float:
-        end = self._read()
-        if self._start is None or end is None or end[0] <= self._start[0]:
-            return float("nan")
-        total, busy, own = (e - s for e, s in zip(end, self._start))
-        return max(0.0, 100.0 * (busy - own) / total)
-
-
 def _median(values: Sequence[float]) -> float:
     values = [v for v in values if v == v]
     return float(np.median(values)) if values else float("nan")
@@ -151,16 +112,12 @@ def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
             "fps": batch_size * 1e3 / median}
 
 
-def compile_jax_forward(model: Any, variables: dict, x: jax.Array) -> tuple[Callable, float, float]:
-    """Ahead-of-time compiled forward: returns (compiled fn, compile seconds, XLA GFLOPs)."""
+def compile_jax_forward(model: Any, variables: dict, x: jax.Array) -> tuple[Callable, float]:
+    """Ahead-of-time compiled forward: returns (compiled fn, compile seconds)."""
     forward = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
     start = time.perf_counter()
     compiled = forward.lower(variables, x).compile()
-    compile_seconds = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    gflops = float(cost.get("flops", float("nan"))) / 1e9 if cost else float("nan")
-    return compiled, compile_seconds, gflops
+    return compiled, time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +143,7 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
     variables = jax.device_put(variables)
     x_host = np.random.default_rng(seed).standard_normal((batch_size, height, width, 3)).astype(np.float32)
     x = jax.device_put(x_host)
-    compiled, compile_seconds, gflops = compile_jax_forward(model, variables, x)
+    compiled, compile_seconds = compile_jax_forward(model, variables, x)
     runners = {"jax": lambda: compiled(variables, x).block_until_ready()}
     setup = {"jax": compile_seconds}
     if torch_model is not None:
@@ -202,16 +159,18 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
                   warmup=warmup)
     results = [SpeedResult(framework="jax", **common, **_statistics(samples["jax"], batch_size, iterations,
                                                                     quiet_percent),
-                           compile_seconds=compile_seconds, threads=available_cpus(),
-                           params=count_parameters(variables), gflops=gflops)]
+                           compile_seconds=compile_seconds, threads=cpu_count(), params=count_params(variables),
+                           gflops=flops(model, variables, x.shape) / 1e9)]
     if torch_model is not None:
         import torch
+
+        from bisenet_jax.convert.torch_models import count_parameters
 
         diff = _max_rel_diff(compiled(variables, x), runners["torch"].output())
         results.append(SpeedResult(framework="torch", **common,
                                    **_statistics(samples["torch"], batch_size, iterations, quiet_percent),
                                    compile_seconds=setup["torch"], threads=torch.get_num_threads(),
-                                   params=sum(p.numel() for p in torch_model.parameters()),
+                                   params=count_parameters(torch_model),
                                    gflops=float("nan"), max_rel_diff=diff))
     return results
 
@@ -279,33 +238,11 @@ def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tupl
 # Reporting
 
 
-def environment() -> dict[str, Any]:
-    """Device, software and load facts printed with every benchmark."""
-    device = jax.devices()[0]
-    info = {
-        "device": f"{device.platform}: {_cpu_name() if device.platform == 'cpu' else device.device_kind}",
-        "jax_devices": jax.device_count(),
-        "cpus_available": available_cpus(),
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    return info
-
-
 def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_percent: float | None = None) -> str:
     """The measurement protocol and environment, printed above the numbers."""
     load = env.get("load_average")
     lines = [
-        f"device: {env['device']} ({env['cpus_available']} CPUs available to this process)",
+        f"device: {env['device']} ({env['cpus']} CPUs available to this process)",
         f"software: jax {env['jax']}" + (f", torch {env['torch']}" if "torch" in env else "")
         + f", python {env['python']}; XLA_FLAGS={env['xla_flags'] or '(none)'}",
         f"protocol: inference forward (BN statistics, no aux heads), random input, {warmup} warm-up + "
@@ -314,13 +251,14 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_per
         "inference_mode(), NCHW, same weights, same threads, iterations alternating with JAX",
         "others %: median share of the machine's CPU time used by other processes during the timed "
         "iterations (0 = quiet machine; above ~10 the latencies are inflated, the PyTorch ones the most)",
+        "GFLOPs: XLA's count of the network's forward (models.summary.flops; a multiply-add is 2 FLOPs)",
     ]
     if quiet_percent is not None:
         lines.append(f"quiet iterations only: an iteration counts when others % <= {quiet_percent:g}; 'rounds' is "
                      "how many were timed to get them (all are used, and marked, if too few were quiet)")
     if load is not None:
         lines.append(f"load average (1, 5, 15 min) at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-                     f" on {os.cpu_count()} CPUs (other processes compete for the CPU when this exceeds ~0)")
+                     f" on {env['logical_cpus']} CPUs (other processes compete for the CPU when this exceeds ~0)")
     return "\n".join(lines)
 
 
@@ -387,7 +325,7 @@ def _torch_runner(torch_model, x_nhwc: np.ndarray, precision: str) -> tuple[_Tor
     """A runner for ``torch_model`` on the NCHW version of the input, with JAX's thread count."""
     import torch
 
-    torch.set_num_threads(available_cpus())
+    torch.set_num_threads(cpu_count())
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     start = time.perf_counter()
     module = torch_model.to(dtype).eval()
@@ -400,13 +338,3 @@ def _max_rel_diff(jax_logits: jax.Array, torch_logits: np.ndarray) -> float:
     jax_logits = np.asarray(jax_logits, np.float32)
     return float(np.max(np.abs(jax_logits - torch_logits)) / max(np.max(np.abs(jax_logits)), 1e-12))
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

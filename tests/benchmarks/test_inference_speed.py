@@ -1,4 +1,4 @@
-"""The speed benchmark runs and reports sane fields (no timing assertions)."""
+"""The inference speed benchmark runs and reports sane fields (no timing assertions)."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,14 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bisenet_jax.evaluation import speed
+from bisenet_jax.benchmarks import inference_speed
+from bisenet_jax.benchmarks import machine
 from bisenet_jax.models import create_model
+from bisenet_jax.models.summary import count_params
 
 
 def test_benchmark_model_reports_consistent_latency_fps_params_and_flops(tiny_model):
     model, variables = tiny_model
-    (result,) = speed.benchmark_model(model, variables, 2, 32, 48, model_name="tiny", warmup=1, iterations=4)
-    assert (result.framework, result.model, result.batch_size, result.height, result.width) == ("jax", "tiny", 2, 32, 48)
+    (result,) = inference_speed.benchmark_model(model, variables, 2, 32, 48, model_name="tiny", warmup=1,
+                                                iterations=4)
+    assert (result.framework, result.model) == ("jax", "tiny")
+    assert (result.batch_size, result.height, result.width) == (2, 32, 48)
     assert 0 < result.latency_ms_min <= result.latency_ms_p10 <= result.latency_ms_median <= result.latency_ms_p90
     assert result.fps == pytest.approx(2 * 1000 / result.latency_ms_median)
     assert result.iterations == 4 and result.warmup == 1 and result.compile_seconds > 0
@@ -25,45 +29,46 @@ def test_benchmark_model_reports_consistent_latency_fps_params_and_flops(tiny_mo
     # Two 3x3 convs: at least 2 FLOPs per multiply-add of the interior pixels.
     macs = 2 * (16 * 24 * 8 * 27 + 16 * 24 * 4 * 72)
     assert macs * 2 * 0.8 < result.gflops * 1e9 < macs * 2 * 2
-    assert "tiny" in speed.format_results([result])
+    assert "tiny" in inference_speed.format_results([result])
 
 
 def test_quiet_mode_keeps_only_quiet_iterations_and_reports_the_rounds(tiny_model, monkeypatch):
     model, variables = tiny_model
-    monkeypatch.setattr(speed.CpuUsage, "others_percent", lambda self: 30.0)  # a machine 30 % busy
-    (result,) = speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=3, quiet_percent=50.0)
+    monkeypatch.setattr(machine.CpuUsage, "others_percent", lambda self: 30.0)  # a machine 30 % busy
+    (result,) = inference_speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=3, quiet_percent=50.0)
     assert result.rounds == 3 and result.iterations == 3 and result.quiet_samples == 3
     assert result.other_cpu_percent == 30.0
     # Nothing is quiet at 10 %: it times max_rounds and falls back to all of them, marked as not quiet.
-    (result,) = speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=2, quiet_percent=10.0,
+    (result,) = inference_speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=2, quiet_percent=10.0,
                                       max_rounds=4)
     assert result.rounds == 4 and result.iterations == 4 and result.quiet_samples == 0
-    assert "NOT QUIET" in speed.format_results([result])
+    assert "NOT QUIET" in inference_speed.format_results([result])
 
 
 def test_random_variables_have_the_model_shapes_and_neutral_batch_norm():
     model = create_model("bisenetv2", 3, aux_heads=False)
-    variables = speed.random_variables(model, (1, 64, 64, 3))
+    variables = inference_speed.random_variables(model, (1, 64, 64, 3))
     reference = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
     assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(reference)
-    assert all(a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(reference)))
+    assert all(a.shape == b.shape
+               for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(reference)))
     stats = variables["batch_stats"]["detail"]["S1"]["0"]["bn"]
     np.testing.assert_array_equal(stats["var"], 1.0)
     np.testing.assert_array_equal(stats["mean"], 0.0)
-    assert speed.count_parameters(variables) > 3_000_000
+    assert count_params(variables) > 3_000_000
 
 
 def test_cpu_usage_of_other_processes_is_a_percentage():
-    usage = speed.CpuUsage()
+    usage = machine.CpuUsage()
     sum(i * i for i in range(200_000))  # some CPU time of our own, which must not count
     value = usage.others_percent()
     assert math.isnan(value) or 0 <= value <= 100
 
 
 def test_environment_and_protocol_name_device_threads_and_iterations():
-    env = speed.environment()
-    text = speed.format_protocol(env, warmup=2, iterations=7)
-    assert env["cpus_available"] >= 1 and jax.__version__ in text
+    env = machine.environment()
+    text = inference_speed.format_protocol(env, warmup=2, iterations=7)
+    assert env["cpus"] >= 1 and jax.__version__ in text
     assert "2 warm-up + 7 timed iterations" in text and "median" in text
 
 
@@ -72,11 +77,11 @@ def test_compare_torch_runs_the_reference_module_with_the_same_weights_and_threa
     pytest.importorskip("bisenet_jax.convert.torch_models")
     import torch
 
-    results = speed.benchmark("bisenetv1_r18", 5, [(64, 64)], warmup=1, iterations=2, compare_torch=True)
+    results = inference_speed.benchmark("bisenetv1_r18", 5, [(64, 64)], warmup=1, iterations=2, compare_torch=True)
     jax_result, torch_result = results
     assert (jax_result.framework, torch_result.framework) == ("jax", "torch")
     assert torch_result.params == jax_result.params
-    assert torch_result.threads == torch.get_num_threads() == speed.available_cpus()
+    assert torch_result.threads == torch.get_num_threads() == machine.cpu_count()
     assert torch_result.max_rel_diff < 1e-4  # the same network and weights
     assert math.isnan(torch_result.gflops)
-    assert "JAX speed-up x" in speed.format_results(results)
+    assert "JAX speed-up x" in inference_speed.format_results(results)
