@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bisenet_jax.evaluation import evaluator, metrics
-from bisenet_jax.evaluation.speed import random_variables
+from bisenet_jax.benchmarks.inference_speed import random_variables
 from bisenet_jax.models import create_model
 
 IGNORE = 255
