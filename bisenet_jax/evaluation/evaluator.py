@@ -1,6 +1,9 @@
 """Evaluation protocols (ss, ssc, msf, mscf) and the split-level evaluation loop.
 
-Protocols (``../shared/docs/REFERENCE.md`` section 4), all at the image's original resolution:
+Scores are compared with the labels at the image's original resolution and summed into one confusion
+matrix per split (not per image): IoU_c = TP / (TP + FP + FN), no +1 in the denominator, averaged over
+the classes present in the ground truth or the prediction. The protocols (the usual ones of the
+BiSeNet papers, e.g. ssc with 1024x1024 crops at stride 2/3, msf with scales 0.5-1.75 and flip):
 
 - ``ss``: the whole image in one forward pass, any size (>= 32 pixels a side).
 - ``ssc``: sliding crops of ``crop_size`` with ``stride``; logits are averaged where crops
@@ -31,8 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
 from tqdm.auto import tqdm
 
+from bisenet_jax.data import make_global_batch
 from bisenet_jax.evaluation import metrics as metrics_lib
 from bisenet_jax.models import resize
 
@@ -207,7 +212,7 @@ def make_eval_step(model: Any, num_classes: int, eval_config: Any = None) -> Cal
 
 def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: int, ignore_label: int,
              eval_config: Any = None, progress: bool = True, class_names: Sequence[str] | None = None,
-             max_batches: int | None = None) -> dict[str, Any]:
+             max_batches: int | None = None, sharding: NamedSharding | None = None) -> dict[str, Any]:
     """Evaluates ``model`` on this process's ``batches`` and returns the split's metrics.
 
     ``batches`` yield ``{"image": float32 (B, H, W, 3) normalised, "label": int (B, H, W), "id"}``
@@ -217,14 +222,22 @@ def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: i
     (with its own shard of the split). Padding examples (id ``""``, labels all ignored) add nothing.
     ``max_batches`` stops early (a quick check, not a result).
 
+    With ``sharding`` (the batch sharding of a training mesh, whose replicated ``variables`` are
+    then used as they are), each batch is padded to a multiple of the local devices and split over
+    the mesh as one global batch, so evaluation inside a training run uses every device. With
+    several processes that needs the same image size on every process at each step (a fixed-size
+    dataset); a step where the sizes differ is evaluated process-locally instead.
+
     Returns ``compute_metrics`` plus ``mode``, ``num_images``, ``seconds``, ``class_names``,
     ``confusion_matrix`` (rows: ground truth, columns: prediction) and ``eval_config``.
     """
     eval_config = eval_config or default_eval_config()
     eval_step = _cached_eval_step(model, num_classes, _protocol(eval_config))
-    variables = _local_copy(variables)
+    local_variables = _local_copy(variables) if sharding is None else None
+    multiple = 1 if sharding is None else len(sharding.mesh.local_devices)
     total = len(batches) if hasattr(batches, "__len__") else None
-    confusion = np.zeros((num_classes, num_classes), np.int64)
+    confusion = np.zeros((num_classes, num_classes), np.int64)  # of process-local steps: summed across processes
+    global_confusion = np.zeros((num_classes, num_classes), np.int64)  # of global steps: already complete
     num_images, batch_size, pending = 0, 0, None
     start = time.perf_counter()
     bar = tqdm(total=total, desc=f"eval {describe_protocol(eval_config)}", unit="img", dynamic_ncols=True,
@@ -232,21 +245,27 @@ def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: i
     for step, batch in enumerate(batches):
         if max_batches is not None and step >= max_batches:
             break
+        batch_size = max(batch_size, -(-len(batch["image"]) // multiple) * multiple)
         images, labels, count = _pad_batch(batch, batch_size, ignore_label)
-        batch_size = max(batch_size, images.shape[0])
-        result = eval_step(variables, images, labels)  # dispatched asynchronously
+        if sharding is not None and _same_shape_everywhere(images.shape):
+            global_batch = make_global_batch({"image": images, "label": labels}, sharding)
+            result = (global_confusion, eval_step(variables, global_batch["image"], global_batch["label"]))
+        else:
+            if local_variables is None:
+                local_variables = _local_copy(variables)
+            result = (confusion, eval_step(local_variables, images, labels))  # dispatched asynchronously
         if pending is not None:  # read the previous batch while this one runs
-            confusion += metrics_lib.to_host(pending)
-            bar.set_postfix(mIoU=f"{100 * metrics_lib.compute_metrics(confusion)['miou']:.2f}")
+            pending[0] += metrics_lib.to_host(pending[1])
+            bar.set_postfix(mIoU=f"{100 * metrics_lib.compute_metrics(confusion + global_confusion)['miou']:.2f}")
         pending = result
         num_images += sum(1 for i in batch["id"] if i != "") if "id" in batch else count
         bar.update(count)
     if pending is not None:
-        confusion += metrics_lib.to_host(pending)
-        bar.set_postfix(mIoU=f"{100 * metrics_lib.compute_metrics(confusion)['miou']:.2f}")
+        pending[0] += metrics_lib.to_host(pending[1])
     bar.close()
     totals = metrics_lib.sum_across_processes(np.append(confusion.reshape(-1), num_images))
-    confusion, num_images = totals[:-1].reshape(num_classes, num_classes), int(totals[-1])
+    confusion = totals[:-1].reshape(num_classes, num_classes) + global_confusion
+    num_images = int(totals[-1])
     return {
         "mode": eval_config.mode,
         **metrics_lib.compute_metrics(confusion),
@@ -328,6 +347,14 @@ def _pad_batch(batch: dict, batch_size: int, ignore_label: int) -> tuple[np.ndar
         images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), images.dtype)])
         labels = np.concatenate([labels, np.full((extra, *labels.shape[1:]), ignore_label, labels.dtype)])
     return images, labels, count
+
+
+def _same_shape_everywhere(shape: tuple[int, ...]) -> bool:
+    """Whether every process holds a batch of this shape at this step (always, with one process)."""
+    if jax.process_count() == 1:
+        return True
+    shapes = multihost_utils.process_allgather(np.asarray(shape, np.int64))
+    return bool(np.all(shapes == shapes[0]))
 
 
 def _local_copy(variables: Any) -> Any:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from bisenet_jax.data.config import default_data_config
-from bisenet_jax.data.datasets import get_dataset_info
+from bisenet_jax.data import dataset_kind, default_data_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -20,6 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.num_classes = 19
     config.model.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters/BN statistics/logits.
     config.model.aux_heads = True
+    config.model.kernels = "auto"  # "auto" (CPU forms on a CPU backend, XLA's ops elsewhere), "cpu" or "xla".
 
     config.data = default_data_config()
     config.eval = _default_eval_config()
@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 2_000
     config.train.keep_checkpoints = 3  # The last N; the best by val mIoU is kept as well.
     config.train.async_checkpointing = True
+    # On resume, a damaged or incomplete newest step is reported and the next older step is used;
+    # True refuses to start instead, naming the step.
+    config.train.strict_resume = False
     config.train.num_prediction_images = 4  # Coloured predictions written to TensorBoard/PNG per eval.
     config.train.progress_bar = True
     # Initialisation: a torchvision ImageNet ResNet .pth/.safetensors for the V1 backbone, and/or a
@@ -75,8 +78,9 @@ def set_dataset(config: ml_collections.ConfigDict, name: str, root: str = "") ->
     """Point ``config.data`` at a dataset and take its class count."""
     config.data.name = name
     config.data.root = root
-    if name not in ("custom", "tfds", "array_record"):
-        config.model.num_classes = get_dataset_info(name).num_classes
+    info = dataset_kind(name).info  # None for kinds whose classes the data config declares (custom, ...).
+    if info is not None:
+        config.model.num_classes = info.num_classes
 
 
 def _default_eval_config() -> ml_collections.ConfigDict:

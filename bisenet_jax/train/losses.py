@@ -1,6 +1,8 @@
 """Segmentation losses: pixel-wise cross-entropy and OHEM cross-entropy, both with an ignore label.
 
-Losses are computed in float32 whatever the compute dtype of the logits.
+Losses are computed in float32 whatever the compute dtype of the logits. OHEM's k-th largest loss
+comes from a :class:`~bisenet_jax.models.kernels.Kernels` bundle (``kernels``: "auto", "cpu", "xla"
+or a bundle); pass the model's ``kernels`` so that model and loss make one choice.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import optax
+
+from bisenet_jax.models.kernels import Kernels, get_kernels
 
 
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int) -> tuple[jax.Array, jax.Array]:
@@ -31,13 +35,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int = 255)
     return losses.sum() / jnp.maximum(valid.sum(), 1)
 
 
-def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int = 255,
-                       thresh: float = 0.7, min_kept_divisor: int = 16) -> jax.Array:
+def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int = 255, thresh: float = 0.7,
+                       min_kept_divisor: int = 16, kernels: str | Kernels = "auto") -> jax.Array:
     """OHEM CE as the PyTorch BiSeNet implementations use it.
 
     Pixels whose loss exceeds ``-ln(thresh)`` are averaged; if fewer than
     ``n_min = n_valid // min_kept_divisor`` pass, the
     ``n_min`` largest losses are averaged instead. Ignored pixels count as loss 0, as in PyTorch.
+    ``kernels`` finds the ``n_min``-th largest loss (see the module docstring).
     """
     losses, valid = pixel_cross_entropy(logits, labels, ignore_label)
     losses = losses.reshape(-1)
@@ -51,30 +56,20 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int =
         return jnp.where(hard, losses, 0.0).sum() / jnp.maximum(n_hard, 1)
 
     def mean_of_top_n_min(_):
-        return sum_of_top_k(losses, n_min) / jnp.maximum(n_min, 1)
+        return sum_of_top_k(losses, n_min, kernels) / jnp.maximum(n_min, 1)
 
     return jax.lax.cond(n_hard >= n_min, mean_of_hard, mean_of_top_n_min, None)
 
 
-def sum_of_top_k(values: jax.Array, k: jax.Array) -> jax.Array:
+def sum_of_top_k(values: jax.Array, k: jax.Array, kernels: str | Kernels = "auto") -> jax.Array:
     """Sum of the ``k`` largest of the non-negative float32 ``values`` (1-D); ``k`` may be traced.
 
-    Written by hand: sorting (or ``lax.top_k`` with a data-dependent k) 650k losses is slow on
-    XLA:CPU (about 0.28 s per OHEM head at batch 8, 256x320). Instead a 31-step bisection over the
-    float bit patterns, which order non-negative floats like their values, finds the k-th largest
-    value exactly with one counting pass per step. Values tied with it share the remaining weight,
-    so the sum and its gradient equal those of a sort (up to which tied element is credited).
+    The k-th largest value is ``kernels.kth_largest`` (a sort, or on CPU a bisection; neither is
+    differentiated). Values tied with it share the remaining weight, so the sum and its gradient
+    equal those of a sort (up to which tied element is credited).
     """
-    bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(values).astype(jnp.float32), jnp.int32)
-
-    def bisect(_, bounds):
-        low, high = bounds  # invariant: count(bits >= low) >= k > count(bits >= high)
-        mid = low + (high - low) // 2
-        enough = jnp.sum(bits >= mid) >= k
-        return jnp.where(enough, mid, low), jnp.where(enough, high, mid)
-
-    kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.int32(0), jnp.int32(0x7F800001)))  # +inf + 1
-    above, tied = bits > kth, bits == kth
+    kth = get_kernels(kernels).kth_largest(jax.lax.stop_gradient(values).astype(jnp.float32), k)
+    above, tied = values > kth, values == kth
     n_above, n_tied = jnp.sum(above), jnp.sum(tied)
     tie_weight = (k - n_above).astype(jnp.float32) / jnp.maximum(n_tied, 1).astype(jnp.float32)
     weights = jnp.where(above, 1.0, jnp.where(tied, tie_weight, 0.0))
@@ -83,10 +78,15 @@ def sum_of_top_k(values: jax.Array, k: jax.Array) -> jax.Array:
 
 def segmentation_loss(logits: jax.Array, aux_logits: Sequence[jax.Array], labels: jax.Array, *,
                       name: str = "ohem", ignore_label: int = 255, aux_weight: float = 1.0,
-                      ohem_thresh: float = 0.7) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss = loss(main) + aux_weight * sum(loss(aux_i)); returns (total, every term)."""
+                      ohem_thresh: float = 0.7, kernels: str | Kernels = "auto"
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss = loss(main) + aux_weight * sum(loss(aux_i)); returns (total, every term).
+
+    ``kernels`` computes OHEM's k-th largest loss (see the module docstring).
+    """
     if name == "ohem":
-        fn = lambda lg: ohem_cross_entropy(lg, labels, ignore_label, ohem_thresh)
+        kernels = get_kernels(kernels)
+        fn = lambda lg: ohem_cross_entropy(lg, labels, ignore_label, ohem_thresh, kernels=kernels)
     elif name == "ce":
         fn = lambda lg: cross_entropy(lg, labels, ignore_label)
     else:

@@ -53,8 +53,12 @@ def lr_group_labels(params: Any, head_modules: tuple[str, ...]) -> Any:
     return traverse_util.unflatten_dict({k: "head" if k[0] in head_modules else "base" for k in flat})
 
 
-def create_optimizer(config: Any, params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Build the optimiser from ``config.optimizer`` (see ``bisenet_jax.train.config``)."""
+def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Build the optimiser and its schedule from ``config.optimizer`` (see ``bisenet_jax.train.config``).
+
+    The weight-decay mask and the head/base groups are functions of the parameter tree, applied by
+    optax when the optimizer state is initialised, so no parameters are needed here.
+    """
     opt = config.optimizer
     schedule = warmup_poly_schedule(opt.lr, opt.total_steps, opt.warmup_steps, opt.warmup_start_factor,
                                     opt.poly_power, opt.warmup)

@@ -1,4 +1,4 @@
-"""Train state, device mesh and the sharded initialisation (big_vision's order of setup).
+"""Train state and the device mesh with its shardings (the setup that uses them: ``train/setup.py``).
 
 The batch is sharded over the ``data`` axis of a 1-D mesh of every device of every process;
 parameters, BN statistics and optimiser state are replicated. Under ``jax.jit`` the BN batch
@@ -9,14 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from bisenet_jax.models import create_model
-from bisenet_jax.train.optim import create_optimizer
 
 
 class TrainState(train_state.TrainState):
@@ -44,29 +39,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
-
-
-def build_model(config):
-    return create_model(config.model.name, config.model.num_classes, dtype=config.model.dtype,
-                        aux_heads=config.model.aux_heads)
-
-
-def create_train_state(config, model, mesh: Mesh, rng: jax.Array, input_shape: tuple[int, ...]):
-    """Create the state directly on its (replicated) shardings under jit; returns (state, schedule, shardings)."""
-    init_rng, dropout_rng = jax.random.split(rng)  # raw uint32 keys (jax.random.PRNGKey)
-    dummy = jnp.zeros(input_shape, jnp.float32)
-
-    def init(rng):
-        variables = model.init(rng, dummy, train=False)
-        tx, _ = create_optimizer(config, variables["params"])
-        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                                 batch_stats=variables.get("batch_stats", {}), rng=dropout_rng)
-
-    abstract = jax.eval_shape(init, init_rng)
-    shardings = jax.tree_util.tree_map(lambda _: replicated(mesh), abstract)
-    state = jax.jit(init, out_shardings=shardings)(init_rng)
-    _, schedule = create_optimizer(config, abstract.params)
-    return state, schedule, shardings
 
 
 def count_params(params: Any) -> int:

@@ -29,7 +29,7 @@ def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: f
 
     (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {"loss": loss, **terms, "lr": schedule(state.step), "grad_norm": grad_norm, "finite": finite}

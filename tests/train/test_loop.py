@@ -12,7 +12,7 @@ import pytest
 
 from bisenet_jax.checkpoints import load_model
 from bisenet_jax.train import loop
-from bisenet_jax.train.checkpointing import CheckpointMismatchError
+from bisenet_jax.checkpoints import CheckpointMismatchError
 from bisenet_jax.train.config import config_from_file
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"

@@ -37,7 +37,7 @@ def test_head_modules_get_the_lr_multiplier_and_no_decay_on_bn():
     config.optimizer.head_lr_multiplier = 10.0
     params = {"cp": {"k": {"kernel": jnp.ones((1, 1, 1, 1))}}, "ffm": {"k": {"kernel": jnp.ones((1, 1, 1, 1))}},
               "conv_out": {"b": {"bias": jnp.ones(1)}}}
-    tx, schedule = create_optimizer(config, params)
+    tx, schedule = create_optimizer(config)
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
     updates, _ = tx.update(grads, tx.init(params), params)
     lr = float(schedule(0))
@@ -55,7 +55,7 @@ def test_sgd_weight_decay_matches_pytorch_order():
     config.optimizer.head_lr_multiplier = 1.0
     config.optimizer.weight_decay = 0.1
     params = {"w": {"kernel": jnp.full((1, 1, 1, 2), 2.0)}}
-    tx, _ = create_optimizer(config, params)
+    tx, _ = create_optimizer(config)
     opt_state = tx.init(params)
     p, buf = np.full(2, 2.0), np.zeros(2)
     for g in (1.0, -0.5, 0.25):
