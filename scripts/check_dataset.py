@@ -13,8 +13,8 @@ import argparse
 import ast
 import sys
 
+from bisenet_jax.data import default_data_config, known_datasets
 from bisenet_jax.data.check import check_dataset
-from bisenet_jax.data.config import default_data_config
 
 
 def _override(config, dotted_key: str, text: str) -> None:
@@ -40,8 +40,7 @@ def _override(config, dotted_key: str, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    names = "cityscapes, camvid, coco_stuff, ade20k, custom, tfds, array_record, demo"
-    parser.add_argument("--name", required=True, help=names)
+    parser.add_argument("--name", required=True, help=", ".join(known_datasets()))
     parser.add_argument("--root", default="", help="dataset folder in its official layout")
     parser.add_argument("--splits", default="train,val", help="comma-separated splits (default: train,val)")
     parser.add_argument("--max_images", type=int, default=None, help="check only the first N records of each split")

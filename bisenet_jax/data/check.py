@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from bisenet_jax.data import sources as sources_lib
-from bisenet_jax.data.datasets import DatasetInfo
+from bisenet_jax.data.info import DatasetInfo
+from bisenet_jax.data.reader import inspect_record
+from bisenet_jax.data.registry import create_source, get_dataset_info
 
 _MAX_LISTED = 20  # Problem files listed per kind in the text report (all are kept in the report).
 
@@ -119,7 +120,7 @@ def check_dataset(
     """Reads (up to max_records of) each split with the training's own source and reports on it."""
     name = str(getattr(data_config, "name", ""))
     try:
-        info = sources_lib.dataset_info_from_config(data_config)
+        info = get_dataset_info(data_config)
     except (KeyError, ValueError, OSError) as error:
         return DatasetReport(name, None, [], info_error=_message(error))
     reports = [_check_split(data_config, split, info, max_records, num_threads) for split in splits]
@@ -131,7 +132,7 @@ def _check_split(
 ) -> SplitReport:
     report = SplitReport(split)
     try:
-        source = sources_lib.create_source(data_config, split)
+        source = create_source(data_config, split)
     except (KeyError, ValueError, OSError, ImportError) as error:
         report.open_error = _message(error)
         return report
@@ -151,7 +152,7 @@ def _check_record(source: Any, index: int, info: DatasetInfo) -> dict:
     """Histogram, size and problems of one record (exceptions become the record's error)."""
     where = source._where(index) if hasattr(source, "_where") else f"record {index}"
     try:
-        record, invalid = sources_lib.inspect_record(source, index, info)
+        record, invalid = inspect_record(source, index, info)
     except (OSError, ValueError) as error:
         return {"error": _message(error)}
     label = record["label"]

@@ -3,23 +3,23 @@
 Every field has a typed default (or a typed placeholder), so each one can be overridden from the
 command line, e.g.
   --config.data.name=camvid --config.data.root=/data/camvid --config.data.crop_size="(352,480)"
-Reader options live in one sub-config per reader (`custom`, `tfds`, `cityscapes`, `camvid`, `demo`);
-sources.py documents how each is used.
+The options of one dataset kind are in `config.data.<kind>` (cityscapes, camvid, custom, tfds,
+demo); their defaults live with the kind, in `bisenet_jax/data/kinds/<kind>.py`.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from bisenet_jax.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from bisenet_jax.data.registry import registered_kinds
 
 
 def default_data_config() -> ml_collections.ConfigDict:
     """Returns the data config: dataset, augmentation and input-pipeline settings."""
     config = ml_collections.ConfigDict()
 
-    # Dataset: a name known to `get_dataset_info` (demo, cityscapes, camvid, coco_stuff, ade20k,
-    # custom, tfds, array_record) and the folder holding it in its official layout.
+    # Dataset: a registered kind (cityscapes, camvid, coco_stuff, ade20k, custom, tfds,
+    # array_record, demo: `known_datasets()`) and the folder holding it in its official layout.
     config.name = "demo"
     config.root = ""
     config.train_split = "train"
@@ -44,49 +44,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.worker_buffer_size = 2  # Finished batches each worker process keeps ready.
     config.prefetch_buffer_size = 2  # Batches computed ahead in-process (num_workers=0).
 
-    # Reader options (read by bisenet_jax/data/sources.py).
-    config.custom = ml_collections.ConfigDict()
-    # A text file (relative to root; "{split}" is replaced by the split) of `image,label` lines ...
-    config.custom.list_file = ""
-    # ... or, when list_file is empty, two folders (relative to root) matched by file stem.
-    config.custom.image_dir = "images"
-    config.custom.label_dir = "labels"
-    config.custom.label_suffix = ""  # Label stem = image stem + suffix, e.g. "_mask".
-    config.custom.num_classes = 0  # Must be set for a custom dataset.
-    config.custom.ignore_label = 255
-    # Raw id -> train id as "src:dst" pairs, e.g. "0:255,1:0,2:1" (ids not listed are invalid);
-    # empty: the label files already hold train ids.
-    config.custom.label_map = ""
-    config.custom.class_names = ""  # Optional comma-separated names, one per class.
-    config.custom.mean = IMAGENET_MEAN  # RGB statistics after /255 used for normalisation.
-    config.custom.std = IMAGENET_STD
-
-    config.tfds = ml_collections.ConfigDict()
-    config.tfds.name = ""  # e.g. "my_dataset:1.0.0"
-    config.tfds.image_key = "image"
-    config.tfds.label_key = "segmentation_mask"
-    config.tfds.data_dir = ""  # Empty = the TFDS default (~/tensorflow_datasets).
-    config.tfds.id_key = ""  # Optional feature used as the record id.
-    config.tfds.num_classes = 0  # Must be set for a TFDS dataset.
-    config.tfds.ignore_label = 255
-    config.tfds.label_map = ""
-    config.tfds.class_names = ""
-    config.tfds.mean = IMAGENET_MEAN
-    config.tfds.std = IMAGENET_STD
-
-    config.cityscapes = ml_collections.ConfigDict()
-    # Read the ready `*_gtFine_labelTrainIds.png` files instead of mapping `*_labelIds.png`.
-    config.cityscapes.use_train_id_files = False
-
-    config.camvid = ml_collections.ConfigDict()
-    # Unset: use <root>/<split>.txt (its /SegNet/CamVid/ paths re-rooted) when present, else the
-    # split folders; True / False force one or the other.
-    config.camvid.use_list_file = ml_collections.config_dict.placeholder(bool)
-
-    # The embedded procedural dataset (no download), see demo.py.
-    config.demo = ml_collections.ConfigDict()
-    config.demo.seed = 0
-    config.demo.num_train = 2000
-    config.demo.num_val = 200
-    config.demo.image_size = (120, 160)  # (height, width); 120 is deliberately not a multiple of 32.
+    # Each kind's options, with the defaults its module gives.
+    for kind in registered_kinds():
+        if kind.default_config is not None:
+            config[kind.name] = kind.default_config()
     return config

@@ -28,8 +28,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from bisenet_jax.data.datasets import DatasetInfo, get_dataset_info
-from bisenet_jax.data.sources import create_source
+from bisenet_jax.data.info import DatasetInfo
+from bisenet_jax.data.registry import create_source
 from bisenet_jax.data.transforms import EvalTransform, SampleAugmentation, TrainBatcher, TrainTransform
 
 
@@ -47,10 +47,9 @@ def create_train_iterator(
     B = global_batch_size // process_count. `process_index` / `process_count` default to JAX's.
     """
     source = create_source(data_config, data_config.train_split)
-    info = get_dataset_info(data_config)
     dataset = train_dataset(
         source,
-        train_transform(data_config, info),
+        train_transform(data_config, source.info),
         global_batch_size,
         seed,
         shuffle=data_config.shuffle,
@@ -138,12 +137,12 @@ def create_eval_dataset(
 
     Batches are {"image": float32 (B, H, W, 3), "label": int32 (B, H, W), "id": list[str]}.
     """
-    info = get_dataset_info(data_config)
+    source = create_source(data_config, split)
     return EvalDataset(
-        create_source(data_config, split),
-        EvalTransform(info.mean, info.std),
+        source,
+        EvalTransform(source.info.mean, source.info.std),
         batch_size,
-        ignore_label=info.ignore_label,
+        ignore_label=source.info.ignore_label,
         num_threads=data_config.num_threads,
         process_index=process_index,
         process_count=process_count,

@@ -26,7 +26,7 @@ import grain
 import numpy as np
 from grain.multiprocessing import SharedMemoryArray
 
-from bisenet_jax.data.sources import opencv
+from bisenet_jax.data.decode import opencv
 
 # ITU-R 601 luma weights, as PIL's RGB -> L conversion uses.
 _GREY = np.array([0.299, 0.587, 0.114])

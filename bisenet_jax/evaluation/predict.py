@@ -2,7 +2,7 @@
 
 Colours are the dataset's own palette (``DatasetInfo.palette``: the official Cityscapes and CamVid
 colours; for datasets without official colours, including custom ones, the documented
-``bisenet_jax.data.datasets.make_palette`` colours: class c gets the PASCAL VOC colour c + 1, so
+``bisenet_jax.data.info.make_palette`` colours: class c gets the PASCAL VOC colour c + 1, so
 no class is black). Ignored / unknown ids are drawn black.
 
 Outputs for an image ``<rel>/<name>.<ext>`` (``rel`` relative to the folder given):
@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from bisenet_jax.data.decode import IMAGE_EXTENSIONS, read_image
 from bisenet_jax.evaluation.evaluator import default_eval_config, make_predict_fn
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 OUTPUTS = ("labels", "colors", "overlays")
 # Video codecs: name -> (file extension, pixel format, writer options). libx264 plays everywhere;
@@ -98,12 +98,6 @@ def collect_inputs(paths: Sequence[str | pathlib.Path]) -> tuple[list[tuple[path
     if not images and not videos:
         raise ValueError(f"no images or videos found in {', '.join(map(str, paths))}")
     return images, videos
-
-
-def read_image(path: pathlib.Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 # --------------------------------------------------------------------------------------------

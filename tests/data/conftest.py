@@ -1,7 +1,7 @@
 """Fixtures for the data tests: tiny datasets written in each dataset's official layout.
 
-`files` bundles the helpers that write image and label files (tests run with
---import-mode=importlib, so helpers are shared through a fixture, not an import). The real CamVid
+`files` bundles the helpers that write image and label files and `data_config` builds data configs
+(tests run with --import-mode=importlib, so helpers are shared through fixtures, not an import). The real CamVid
 fixture (`camvid_root`, skipping with a reason when absent, BISENET_CAMVID_ROOT override) comes
 from tests/conftest.py.
 """
@@ -14,6 +14,8 @@ import types
 import numpy as np
 import pytest
 from PIL import Image
+
+from bisenet_jax.data import default_data_config
 
 HEIGHT, WIDTH = 6, 8  # Small, and H != W so transposed sizes are caught.
 
@@ -46,6 +48,25 @@ def files():
     return types.SimpleNamespace(
         write_image=write_image, random_image=random_image, label_with=label_with, HEIGHT=HEIGHT, WIDTH=WIDTH
     )
+
+
+def make_data_config(name: str, root="", **fields):
+    """default_data_config() for kind `name`; a dict value updates that kind's sub-config
+    (custom={"num_classes": 3}), any other value sets the field (strict=True)."""
+    config = default_data_config()
+    config.name, config.root = name, str(root)
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+def data_config():
+    """make_data_config(name, root="", **fields): a full data config with a few fields changed."""
+    return make_data_config
 
 
 @pytest.fixture

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
 
-from bisenet_jax.data.array_record import ArrayRecordSource, decode_record, encode_record, read_dataset_info, write_array_record
-from bisenet_jax.data.datasets import get_dataset_info
-from bisenet_jax.data.sources import CamVidSource, create_source
+from bisenet_jax.data import create_source, get_dataset_info
+from bisenet_jax.data.kinds.array_record import (
+    ArrayRecordSource,
+    decode_record,
+    encode_record,
+    read_dataset_info,
+    write_array_record,
+)
+from bisenet_jax.data.kinds.camvid import CamVidSource
 
 
 def test_records_round_trip_exactly(camvid_generated_root, tmp_path):
@@ -27,7 +32,7 @@ def test_records_round_trip_exactly(camvid_generated_root, tmp_path):
     assert 255 in packed[0]["label"]  # CamVid's Unlabelled (11) was stored as ignore.
 
 
-def test_dataset_info_is_saved_with_the_shards(camvid_generated_root, tmp_path):
+def test_dataset_info_is_saved_with_the_shards(camvid_generated_root, tmp_path, data_config):
     write_array_record(CamVidSource(camvid_generated_root, "train"), tmp_path, "train")
     write_array_record(CamVidSource(camvid_generated_root, "val"), tmp_path, "val", image_format="jpeg")
     content = json.loads((tmp_path / "dataset_info.json").read_text())
@@ -36,7 +41,7 @@ def test_dataset_info_is_saved_with_the_shards(camvid_generated_root, tmp_path):
         "val": {"num_records": 2, "num_shards": 1, "image_format": "jpeg"},
     }
     camvid = get_dataset_info("camvid")
-    config = types.SimpleNamespace(name="array_record", root=str(tmp_path))
+    config = data_config("array_record", tmp_path)
     info = get_dataset_info(config)
     assert info.name == "camvid" and info.class_names == camvid.class_names and info.mean == camvid.mean
     np.testing.assert_array_equal(info.palette, camvid.palette)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bisenet_jax.data import default_data_config
 from bisenet_jax.data.check import check_dataset
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_dataset.py"
@@ -22,9 +22,17 @@ def load_script():
     return module
 
 
+def make_config(name, root="", **options):
+    """default_data_config() for kind `name`, with `options` set in config.<name>."""
+    config = default_data_config()
+    config.name, config.root = name, str(root)
+    if options:
+        config[name].update(options)
+    return config
+
+
 def custom_config(root, num_classes=3, **options):
-    options = types.SimpleNamespace(num_classes=num_classes, **options)
-    return types.SimpleNamespace(name="custom", root=str(root), custom=options)
+    return make_config("custom", root, num_classes=num_classes, **options)
 
 
 def test_clean_dataset_histogram_counts_every_pixel(files, tmp_path):
@@ -70,14 +78,14 @@ def test_problems_are_listed_and_make_the_report_fail(files, tmp_path):
 
 
 def test_split_that_cannot_be_opened_is_reported(tmp_path):
-    report = check_dataset(types.SimpleNamespace(name="camvid", root=str(tmp_path)), splits=["train"])
+    report = check_dataset(make_config("camvid", tmp_path), splits=["train"])
     assert not report.ok
     assert "CamVid: folder" in report.splits[0].open_error and "does not exist" in report.splits[0].open_error
     assert "ERROR: cannot open the split" in report.format()
 
 
 def test_unknown_dataset_is_reported_not_raised():
-    report = check_dataset(types.SimpleNamespace(name="nope", root=""))
+    report = check_dataset(make_config("nope"))
     assert not report.ok and "unknown dataset 'nope'" in report.format()
 
 
@@ -97,8 +105,7 @@ def test_cli_exit_status_and_overrides(files, tmp_path, capsys):
 
 
 def test_demo_dataset_checks_clean():
-    options = types.SimpleNamespace(num_train=4, num_val=2, seed=0, image_size=(32, 40))
-    config = types.SimpleNamespace(name="demo", root="", demo=options)
+    config = make_config("demo", num_train=4, num_val=2, seed=0, image_size=(32, 40))
     report = check_dataset(config, splits=["val"])
     assert report.ok and report.splits[0].sizes == {(40, 32): 2}
     assert report.splits[0].class_pixels.sum() + report.splits[0].ignore_pixels == 2 * 32 * 40
@@ -113,7 +120,7 @@ def test_real_camvid_val_checks_clean(camvid_root, capsys):
 
 
 def test_real_camvid_histogram_matches_raw_label_counts(camvid_root):
-    config = types.SimpleNamespace(name="camvid", root=str(camvid_root))
+    config = make_config("camvid", camvid_root)
     split = check_dataset(config, splits=["train"], max_records=5).splits[0]
     # Recount from the raw files: 0..10 classes, 11 ignored.
     paths = sorted((camvid_root / "trainannot").glob("*.png"))[:5]

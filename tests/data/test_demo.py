@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bisenet_jax.data import create_source, default_data_config, get_dataset_info
-from bisenet_jax.data.demo import CLASS_NAMES, MEAN, STD, DemoSource, measure_mean_std
+from bisenet_jax.data.kinds.demo import CLASS_NAMES, MEAN, STD, DemoSource, measure_mean_std
 
 
 def test_records_follow_the_data_contract():

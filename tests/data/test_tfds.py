@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import pickle
-import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bisenet_jax.data.datasets import get_dataset_info
-from bisenet_jax.data.sources import create_source
+from bisenet_jax.data import create_source, default_data_config, get_dataset_info
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="the TFDS extra is not installed: pip install 'bisenet_jax[tfds]'")
 
@@ -71,14 +69,17 @@ def data_dir(tmp_path_factory):
 
 def tfds_config(data_dir, **options):
     tfds_options = {"name": "bisenet_tiny_segmentation", "data_dir": data_dir, "num_classes": 3, "label_map": "1:0,2:1,3:2"}
-    return types.SimpleNamespace(name="tfds", root="", tfds=types.SimpleNamespace(**(tfds_options | options)))
+    config = default_data_config()
+    config.name = "tfds"
+    config.tfds.update(tfds_options | options)
+    return config
 
 
 def records_by_id(source) -> dict:
     return {record["id"]: record for record in (source[i] for i in range(len(source)))}
 
 
-@pytest.mark.filterwarnings("ignore::bisenet_jax.data.sources.InvalidLabelWarning")  # The stray 9.
+@pytest.mark.filterwarnings("ignore::bisenet_jax.data.reader.InvalidLabelWarning")  # The stray 9.
 def test_tfds_source_reads_images_and_maps_masks(data_dir):
     source = create_source(tfds_config(data_dir, id_key="file_name"), "train")
     records = records_by_id(source)  # TFDS may store examples in another order.
@@ -104,8 +105,12 @@ def test_tfds_undefined_mask_values_become_ignore_with_a_warning(data_dir):
 
 
 def test_tfds_dataset_info_comes_from_the_config(data_dir):
-    info = get_dataset_info(tfds_config(data_dir, class_names="background,pet,border"))
+    config = tfds_config(data_dir, class_names="background,pet,border")
+    info = get_dataset_info(config)
     assert info.num_classes == 3 and info.class_names == ("background", "pet", "border")
+    source_info = create_source(config, "train").info  # The same facts through the source.
+    assert (source_info.name, source_info.class_names, source_info.mean) == (info.name, info.class_names, info.mean)
+    np.testing.assert_array_equal(source_info.label_map.lut, info.label_map.lut)
 
 
 def test_tfds_unknown_feature_lists_the_features(data_dir):
@@ -116,7 +121,6 @@ def test_tfds_unknown_feature_lists_the_features(data_dir):
 def test_tfds_unknown_split_lists_the_splits(data_dir):
     with pytest.raises(ValueError, match=r"has no split 'test'; its splits: \['train', 'validation'\]"):
         create_source(tfds_config(data_dir), "test")
-
 
 
 def test_tfds_source_pickles_for_grain_workers(data_dir):

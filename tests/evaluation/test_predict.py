@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bisenet_jax.data.datasets import make_dataset_info
+from bisenet_jax.data.info import make_dataset_info
 from bisenet_jax.evaluation import predict
 
 # The tests start ffmpeg themselves (fork + exec, no JAX in the child).

@@ -8,7 +8,9 @@ ArrayRecord gives grain random access into them. Layout written by `write_array_
 
 Each record is one example: a small header, the id (UTF-8), the image (PNG by default, or JPEG) and
 the label (PNG, already in train ids, so reading needs no label map). Use it through the data config
-with `name="array_record"`, `root=<output_dir>`; `get_dataset_info(config)` reads dataset_info.json.
+with `name="array_record"`, `root=<output_dir>`; the facts come from dataset_info.json
+(`create_source(config, split).info`, or `get_dataset_info(config)` without opening a split). No
+options in config.data.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import grain
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 from PIL import Image
 
-from bisenet_jax.data.datasets import DatasetInfo
-from bisenet_jax.data.sources import LabelledImageSource, read_image, read_label
+from bisenet_jax.data.decode import read_image, read_label
+from bisenet_jax.data.info import DatasetInfo
+from bisenet_jax.data.reader import DatasetKind, LabelledImageSource
 
 _MAGIC = b"BJR1"
 _HEADER = struct.Struct("<4sHII")  # magic, id bytes, image bytes, label bytes
@@ -89,8 +94,6 @@ def shard_paths(output_dir: str | os.PathLike, split: str, num_shards: int) -> l
 
 
 def _write_shard(source: Any, path: str, indices: Sequence[int], image_format: str) -> int:
-    from array_record.python.array_record_module import ArrayRecordWriter
-
     writer = ArrayRecordWriter(path, WRITER_OPTIONS)
     try:
         for index in indices:
@@ -176,8 +179,6 @@ class ArrayRecordSource(LabelledImageSource):
     """Random access into the ArrayRecord shards of one split (grain's ArrayRecordDataSource underneath)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", strict: bool = False):
-        import grain
-
         info = read_dataset_info(root)
         super().__init__(info, split, None, strict)
         paths = sorted(os.fspath(p) for p in epath.Path(root).glob(f"{split}-*-of-*.array_record"))
@@ -204,3 +205,14 @@ class ArrayRecordSource(LabelledImageSource):
     def __repr__(self) -> str:
         shards = f"{len(self)} records in {len(self.paths)} shards"
         return f"ArrayRecordSource({self.root!r}, split={self.split!r}, {shards})"
+
+
+def info_from_config(data_config: Any) -> DatasetInfo:
+    return read_dataset_info(data_config.root)
+
+
+def open_source(data_config: Any, split: str) -> ArrayRecordSource:
+    return ArrayRecordSource(data_config.root, split, strict=data_config.strict)
+
+
+KIND = DatasetKind("array_record", open_source, info_from_config=info_from_config)

@@ -7,13 +7,19 @@ while shape boundaries, occlusion and the scale augmentation still make it a seg
 
 Examples are generated on the fly in `__getitem__` from `np.random.default_rng((seed, split, index))`:
 the same (seed, split, index) always gives the same image, in any process, in any order.
+
+config.data.demo: seed, num_train, num_val, image_size (height, width).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import ml_collections
 import numpy as np
 
-from bisenet_jax.data.datasets import DatasetInfo, register_dataset_info
+from bisenet_jax.data.info import DatasetInfo
+from bisenet_jax.data.reader import DatasetKind
 
 CLASS_NAMES = ("background", "disk", "box", "triangle", "ring")
 # Colours for visualising predictions (not the colours the shapes are drawn with).
@@ -27,13 +33,15 @@ MEAN = (0.5107, 0.4831, 0.4405)
 STD = (0.2073, 0.1798, 0.1875)
 
 SPLITS = {"train": 0, "val": 1}
+NUM_EXAMPLES = {"train": 2000, "val": 200}  # Split sizes unless given.
+IMAGE_SIZE = (120, 160)  # (height, width); 120 is deliberately not a multiple of 32.
 # Base RGB colour of each shape class; every shape instance shifts it by up to +-_COLOUR_JITTER.
 _BASE_COLOURS = np.array(
     [(0, 0, 0), (205, 55, 50), (55, 165, 75), (55, 85, 205), (225, 190, 55)], np.float32
 )
 _COLOUR_JITTER = 35.0
 
-DEMO_INFO = DatasetInfo(
+INFO = DatasetInfo(
     name="demo",
     class_names=CLASS_NAMES,
     num_classes=len(CLASS_NAMES),
@@ -42,7 +50,6 @@ DEMO_INFO = DatasetInfo(
     std=STD,
     ignore_label=IGNORE_LABEL,
 )
-register_dataset_info(DEMO_INFO)
 
 
 class DemoSource:
@@ -52,13 +59,13 @@ class DemoSource:
         self,
         split: str = "train",
         num_examples: int | None = None,
-        image_size: tuple[int, int] = (120, 160),
+        image_size: tuple[int, int] = IMAGE_SIZE,
         seed: int = 0,
     ):
         if split not in SPLITS:
             raise ValueError(f"Demo dataset split {split!r} does not exist; use one of {sorted(SPLITS)}.")
         if num_examples is None:
-            num_examples = 2000 if split == "train" else 200
+            num_examples = NUM_EXAMPLES[split]
         height, width = (int(s) for s in image_size)
         if num_examples < 1 or min(height, width) < 16:
             raise ValueError(
@@ -69,7 +76,7 @@ class DemoSource:
         self.num_examples = int(num_examples)
         self.image_size = (height, width)
         self.seed = int(seed)
-        self.info = DEMO_INFO
+        self.info = INFO
 
     def __len__(self) -> int:
         return self.num_examples
@@ -185,3 +192,22 @@ def measure_mean_std(source, num_examples: int = 500) -> tuple[np.ndarray, np.nd
         count += len(pixels)
     mean = total / count
     return mean, np.sqrt(total_sq / count - mean * mean)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """config.data.demo."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_train = NUM_EXAMPLES["train"]
+    config.num_val = NUM_EXAMPLES["val"]
+    config.image_size = IMAGE_SIZE
+    return config
+
+
+def open_source(data_config: Any, split: str) -> DemoSource:
+    options = data_config.demo
+    sizes = {"train": options.num_train, "val": options.num_val}
+    return DemoSource(split, sizes.get(split), tuple(options.image_size), seed=options.seed)
+
+
+KIND = DatasetKind("demo", open_source, info=INFO, default_config=default_config)
