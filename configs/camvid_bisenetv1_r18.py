@@ -4,9 +4,8 @@ r"""BiSeNetV1-R18 on CamVid (SegNet release, 480x360, 11 classes), full recipe f
         --config.data.root=/data/camvid --config.train.init_backbone=resnet18-imagenet.pth \
         --workdir runs/camvid_v1_r18
 
-Expected: the paper reports 68.7 mIoU on CamVid test at 960x720 with an ImageNet backbone and
-extra Cityscapes-style training; on the 480x360 SegNet release from scratch expect less (see the
-README's CamVid table for what the CPU-budget variant reaches on this machine).
+Expected: the paper reports 68.7 mIoU on CamVid test at 960x720 with an ImageNet backbone and a
+longer schedule; on the 480x360 SegNet release expect less.
 """
 from bisenet_jax.train.config import base_config, set_dataset
 

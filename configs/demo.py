@@ -2,7 +2,7 @@ r"""The main job: BiSeNetV1-R18 on the embedded demo dataset (procedural shapes,
 
     python -m bisenet_jax.main --config configs/demo.py --workdir runs/demo
 
-Expected: val mIoU >= 0.80 in under 10 minutes on a 2-core CPU (see README for the measured run).
+Expected: val mIoU >= 0.80 in under 10 minutes on a 2-core CPU (the measured run: docs/benchmarks.md).
 """
 from bisenet_jax.train.config import base_config, set_dataset
 

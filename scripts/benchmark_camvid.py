@@ -1,17 +1,19 @@
 """CamVid time-to-accuracy: train BiSeNet for a wall-clock budget, evaluate on val, optionally against PyTorch.
 
-  python scripts/benchmark_camvid.py --model v1_r18 --compare-torch
+  python scripts/benchmark_camvid.py --model v1_r18 --root /data/camvid --compare-torch
+  export BISENET_CAMVID_ROOT=/data/camvid  # instead of --root
   python scripts/benchmark_camvid.py --model v2 --budget-minutes 30 --workdir runs/camvid_bench_v2
   python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.01 --workdir runs/r18_lr0.01  # tuning
 
-Trains configs/camvid_<model>_cpu.py from scratch on the train split for --budget-minutes (the
-schedule fitted to the budget after a short calibration), saving the weights at 4 points of the
-schedule; after the budget, evaluates them on val (single scale, 480x360) and prints the mIoU, the
-per-class IoU and the learning curve. --compare-torch then does the same with the PyTorch reference
-module in a plain PyTorch loop (same batches, loss, optimiser, schedule and budget), after the JAX
-run, and prints both side by side. Everything is also written to <workdir>/results.json. The
-protocol is in bisenet_jax/benchmarks/camvid.py. Run it on an otherwise idle machine: the load
-average before and after each run is printed.
+Trains the model's CPU recipe (bisenet_jax/benchmarks/recipes.py, what configs/camvid_<model>_cpu.py
+return) from scratch on the train split for --budget-minutes (the schedule fitted to the budget after
+a short calibration), saving the weights at 4 points of the schedule; after the budget, evaluates
+them on val (single scale, 480x360) and prints the mIoU, the per-class IoU and the learning curve.
+--compare-torch then does the same with the PyTorch reference module in a plain PyTorch loop (same
+batches, loss, optimiser, schedule and budget), after the JAX run, and prints both side by side.
+Everything is also written to <workdir>/results.json. The protocol is in bisenet_jax/benchmarks/camvid.py.
+Run it on an otherwise idle machine: the CPU share other processes took during each run is recorded,
+and the report warns when it was high.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import argparse
 import os
 import pathlib
 import sys
-
 
 
 def _steps(text: str) -> str | int:
@@ -34,12 +35,15 @@ def _steps(text: str) -> str | int:
 
 def main(argv: list[str] | None = None) -> int:
     from bisenet_jax.benchmarks import camvid
+    from bisenet_jax.benchmarks.recipes import CAMVID_CPU_MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=sorted(camvid.MODELS), default="v1_r18")
+    parser.add_argument("--model", choices=sorted(CAMVID_CPU_MODELS), default="v1_r18")
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="wall-clock training budget (default 30)")
-    parser.add_argument("--root", default=os.environ.get("BISENET_CAMVID_ROOT", str(camvid.DEFAULT_ROOT)),
-                        help="CamVid (SegNet release) folder with train/ trainannot/ val/ valannot/")
+    parser.add_argument("--root", default=os.environ.get("BISENET_CAMVID_ROOT"),
+                        required="BISENET_CAMVID_ROOT" not in os.environ,
+                        help="CamVid (SegNet release) folder with train/ trainannot/ val/ valannot/ "
+                             "(default: $BISENET_CAMVID_ROOT)")
     parser.add_argument("--workdir", default="", help="output folder (default runs/benchmark_camvid/<model>)")
     parser.add_argument("--compare-torch", action="store_true", help="then run the PyTorch reference the same way")
     parser.add_argument("--torch-only", action="store_true", help="run the PyTorch reference only")
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                              "'config': the config's num_steps; or a number")
     parser.add_argument("--calibration-steps", type=int, default=8, help="timed train steps of the calibration")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (default: all CPUs)")
-    parser.add_argument("--config", default="", help="another config file instead of configs/camvid_<model>_cpu.py")
+    parser.add_argument("--config", default="", help="a config file to train instead of the model's CPU recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=0.02 (repeatable; for tuning on val)")
     parser.add_argument("--overwrite", action="store_true", help="delete a non-empty --workdir first")

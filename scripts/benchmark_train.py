@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 
 def main(argv=None) -> int:
@@ -25,24 +24,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
 
-    from bisenet_jax.benchmarks import train_speed
+    from bisenet_jax.benchmarks import machine, train_speed
 
     print(f"protocol: full train step (aux heads, OHEM on every head, backward, SGD), random data, "
           f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
-          f"median; CPUs available: {len(os.sched_getaffinity(0))}; load {os.getloadavg()[0]:.2f}")
+          f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}")
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
     if args.compare_torch:
         results.append(train_speed.torch_train_speed(args.model, args.batch_size, height, width,
                                                      num_classes=args.num_classes, warmup=args.warmup,
                                                      steps=args.steps))
-    print(f"{'framework':<10}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}{'compile s':>11}")
+    print(f"{'framework':<10}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}"
+          f"{'compile s':>11}{'peak RSS MB':>13}")
     for r in results:
         print(f"{r['framework']:<10}{r['precision']:<10}{r['step_seconds_median']:>16.3f}{r['step_seconds_min']:>8.3f}"
-              f"{r['step_seconds_max']:>8.3f}{r['images_per_second']:>10.2f}{r['compile_seconds']:>11.1f}")
+              f"{r['step_seconds_max']:>8.3f}{r['images_per_second']:>10.2f}{r['compile_seconds']:>11.1f}"
+              f"{r['peak_rss_mb']:>13.0f}")
     if len(results) == 2:
         print(f"JAX / PyTorch images/s: {results[0]['images_per_second'] / results[1]['images_per_second']:.2f}x "
-              f"(load after: {os.getloadavg()[0]:.2f})")
+              f"(load after: {machine.load_average()})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

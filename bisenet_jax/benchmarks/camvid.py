@@ -1,11 +1,12 @@
 r"""CamVid time-to-accuracy: BiSeNet trained for a wall-clock budget on this machine, then evaluated on val.
 
-    python scripts/benchmark_camvid.py --model v1_r18 --compare-torch
+    python scripts/benchmark_camvid.py --model v1_r18 --root /data/camvid --compare-torch
 
 Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow the same one):
 
-1. Recipe: ``configs/camvid_<model>_cpu.py`` (crop, batch, augmentation, OHEM, SGD with 10x head
-   learning rate, warmup then poly decay), trained from scratch.
+1. Recipe: ``recipes.camvid_cpu_recipe(model)``, what ``configs/camvid_<model>_cpu.py`` return
+   (crop, batch, augmentation, OHEM, SGD with 10x head learning rate, warmup then poly decay),
+   trained from scratch.
 2. Schedule fitted to the budget (``steps="fit"``, the default): before the budget starts, a short
    calibration times the train step after its compilation; then
    ``num_steps = 0.97 * (budget - compilation) / step time``, rounded down to a multiple of the
@@ -29,10 +30,7 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import platform
-import resource
 import shutil
 import time
 from typing import Any, Callable
@@ -40,11 +38,10 @@ from typing import Any, Callable
 import ml_collections
 
 from bisenet_jax import data as data_lib
+from bisenet_jax.benchmarks import machine
+from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe
+from bisenet_jax.evaluation import evaluator
 
-MODELS = {"v1_r18": "camvid_bisenetv1_r18_cpu", "v1_x39": "camvid_bisenetv1_x39_cpu", "v2": "camvid_bisenetv2_cpu"}
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
-DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "camvid"
 SAFETY = 0.97  # fraction of the remaining budget the fitted schedule plans to use
 PROTOCOL = ("from scratch; num_steps fitted to each side's calibrated step time (steps='fit') or as given; "
             "budget = training wall clock from before the first step (compilation and weight saves inside, no "
@@ -54,18 +51,16 @@ PROTOCOL = ("from scratch; num_steps fitted to each side's calibrated step time 
 
 def load_config(model: str, root: str | pathlib.Path, config_file: str | pathlib.Path | None = None
                 ) -> ml_collections.ConfigDict:
-    """The CPU-budget config of ``model`` (a key of ``MODELS``) pointed at the CamVid folder ``root``."""
+    """The CPU recipe of ``model`` (``recipes.camvid_cpu_recipe``), or the user's ``config_file``
+    instead, pointed at the CamVid folder ``root``."""
     from bisenet_jax.train.config import config_from_file
 
-    if config_file is None:
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-        config_file = CONFIG_DIR / f"{MODELS[model]}.py"
     root = pathlib.Path(root)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise FileNotFoundError(f"CamVid not found at {root}: expected the SegNet release's train/, trainannot/, "
-                                "val/, valannot/ folders there; pass --root /path/to/camvid")
-    config = config_from_file(config_file)
+                                "val/, valannot/ folders there; pass --root /path/to/camvid or set "
+                                "BISENET_CAMVID_ROOT")
+    config = config_from_file(config_file) if config_file else camvid_cpu_recipe(model)
     config.data.root = str(root)
     return config
 
@@ -133,43 +128,42 @@ def fit_num_steps(calibration: dict[str, float], budget_minutes: float) -> int:
     return steps
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def calibrate_jax(config: ml_collections.ConfigDict, num_steps: int = 8) -> dict[str, float]:
-    """Times the JAX train step: ``startup_seconds`` (the first step, compiling), ``step_seconds``
+def calibrate(run_steps: Callable[[int], None], num_steps: int = 8) -> dict[str, float]:
+    """Times a side's train steps: ``startup_seconds`` (the first step, compiling), ``step_seconds``
     and ``cpu_step_seconds`` (user + system time of the process per step, all threads).
 
-    A fresh jitted step, so nothing compiled here is reused by the budgeted run: it compiles again,
-    inside its budget.
+    ``run_steps(n)`` trains n steps and waits for them: ``jax_train_steps`` or
+    ``torch_reference.train_steps``, both on a fresh model, so nothing compiled here is reused by
+    the budgeted run (it compiles again, inside its budget).
     """
-    import jax
+    def timed(n):
+        start, cpu = time.perf_counter(), machine.cpu_seconds()
+        run_steps(n)
+        return time.perf_counter() - start, machine.cpu_seconds() - cpu
 
-    from bisenet_jax.train.state import batch_sharding, build_model, create_mesh, create_train_state, replicated
-    from bisenet_jax.train.step import compile_train_step
-
-    info = data_lib.get_dataset_info(config.data)
-    mesh = create_mesh(config.mesh.num_devices)
-    model = build_model(config)
-    crop_h, crop_w = config.data.crop_size
-    state, schedule, shardings = create_train_state(config, model, mesh, jax.random.PRNGKey(config.train.seed),
-                                                    (1, crop_h, crop_w, 3))
-    step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule, info.ignore_label)
-    batches = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
-
-    def timed_steps(n, state):
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        for _ in range(n):
-            state, metrics = step(state, data_lib.make_global_batch(next(batches), batch_sharding(mesh)))
-        jax.block_until_ready(metrics)
-        return state, time.perf_counter() - start, _cpu_seconds() - cpu
-
-    state, startup, _ = timed_steps(1, state)
-    state, seconds, cpu = timed_steps(num_steps, state)
+    startup, _ = timed(1)
+    seconds, cpu = timed(num_steps)
     return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
             "calibration_steps": num_steps}
+
+
+def jax_train_steps(config: ml_collections.ConfigDict) -> Callable[[int], None]:
+    """``run(n)``: n steps of a fresh training setup of ``config`` on its batches, waited for."""
+    import jax
+
+    from bisenet_jax.train.setup import create_train_setup
+
+    setup = create_train_setup(config, ignore_label=data_lib.get_dataset_info(config.data).ignore_label)
+    batches = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
+    state = setup.state
+
+    def run(num_steps: int) -> None:
+        nonlocal state
+        for _ in range(num_steps):
+            state, metrics = setup.train_step(state, data_lib.make_global_batch(next(batches), setup.batch_sharding))
+        jax.block_until_ready(metrics)
+
+    return run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,10 +207,6 @@ def learning_curve(records: list[dict[str, Any]], t_start: float, evaluations: d
     return curve, last - t_start
 
 
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
 BUSY_PERCENT = 10.0  # other processes' share of the CPUs during a side's run that makes it suspect
 
 
@@ -224,7 +214,7 @@ def busy_machine_warning(result: dict[str, Any]) -> str:
     """A warning when other processes used the CPUs while a side ran, else "".
 
     The measure is ``others_cpu_percent``: the CPU time other processes used during the side's
-    training and evaluation, as a share of all CPUs (``bisenet_jax.evaluation.speed.CpuUsage``).
+    training and evaluation, as a share of all CPUs (``machine.CpuUsage``).
     More than ``BUSY_PERCENT`` makes the comparison say more about the other jobs than about the
     frameworks: under such load PyTorch's OpenMP threads wait at every parallel region for a thread
     the kernel has descheduled (measured here: a small train step took 6 s with 2 threads and 0.08 s
@@ -250,15 +240,6 @@ def busy_machine_warning(result: dict[str, Any]) -> str:
             "figures; rerun on an idle machine.")
 
 
-def others_cpu_percent_now(seconds: float = 3.0) -> float:
-    """Other processes' share of the CPUs over the next ``seconds`` (NaN off Linux)."""
-    from bisenet_jax.evaluation.speed import CpuUsage
-
-    usage = CpuUsage()
-    time.sleep(seconds)
-    return usage.others_percent()
-
-
 def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[int, dict[str, Any]],
              records, t_start: float, calibration, load_before) -> dict[str, Any]:
     curve, train_seconds = learning_curve(records, t_start, evaluations)
@@ -272,7 +253,7 @@ def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[
             "batch_size": int(config.train.batch_size), "crop_size": list(config.data.crop_size),
             "lr": float(config.optimizer.lr), "images_per_second": median_images_per_second(records),
             "num_threads": trained.get("num_threads"), "calibration": calibration,
-            "load_average_before": load_before, "load_average_after": _load()}
+            "load_average_before": load_before, "load_average_after": machine.load_average()}
 
 
 def run_jax(config: ml_collections.ConfigDict, workdir: pathlib.Path, calibration=None,
@@ -281,27 +262,28 @@ def run_jax(config: ml_collections.ConfigDict, workdir: pathlib.Path, calibratio
 
     ``workdir`` must be fresh: the loop would resume a checkpoint found there.
     """
-    from bisenet_jax.checkpoints import load_model
-    from bisenet_jax.evaluation import evaluator
+    from bisenet_jax import checkpoints
     from bisenet_jax.train.loop import train_and_evaluate
-    from bisenet_jax.train.state import build_model
+    from bisenet_jax.train.setup import build_model
 
     loop_config = config.copy_and_resolve_references()
     loop_config.train.eval_every = -1  # evaluations after the budget, from the checkpoints
     loop_config.train.keep_checkpoints = 1_000_000
-    load_before, t_call = _load(), time.time()
+    load_before, t_call = machine.load_average(), time.time()
     trained = train_and_evaluate(loop_config, workdir)
-    load_after_training = _load()
+    load_after_training = machine.load_average()
     info = data_lib.get_dataset_info(config.data)
     model = build_model(config)
+    manager, _ = checkpoints.open_checkpoint(workdir)
+    with manager:
+        steps = sorted(manager.all_steps())
     evaluations = {}
-    for step_dir in sorted((pathlib.Path(workdir) / "checkpoints").glob("[0-9]*"), key=lambda p: int(p.name)):
-        variables, _ = load_model(step_dir)
+    for step in steps:
+        variables, _ = checkpoints.load_model(workdir, step)
         batches = data_lib.create_eval_dataset(config.data, config.data.eval_split, config.eval.batch_size)
-        evaluations[int(step_dir.name)] = evaluator.evaluate(model, variables, batches, info.num_classes,
-                                                             info.ignore_label, config.eval, progress=False,
-                                                             class_names=info.class_names)
-        log(f"[jax] step {step_dir.name}: val mIoU {evaluations[int(step_dir.name)]['miou']:.4f}")
+        evaluations[step] = evaluator.evaluate(model, variables, batches, info.num_classes, info.ignore_label,
+                                               config.eval, progress=False, class_names=info.class_names)
+        log(f"[jax] step {step}: val mIoU {evaluations[step]['miou']:.4f}")
     records = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
     summary = _summary("jax", config, trained, evaluations, records, jax_start_time(records, t_call), calibration,
                        load_before)
@@ -314,9 +296,9 @@ def run_torch(config: ml_collections.ConfigDict, workdir: pathlib.Path, calibrat
     """``torch_reference.train`` under the budget, then the evaluation of its saved weights."""
     from bisenet_jax.benchmarks import torch_reference
 
-    load_before = _load()
+    load_before = machine.load_average()
     trained = torch_reference.train(config, workdir, num_threads=num_threads, log=log)
-    load_after_training = _load()
+    load_after_training = machine.load_average()
     info = data_lib.get_dataset_info(config.data)
     evaluations = {}
     for step, path in sorted(trained["checkpoints"].items()):
@@ -340,20 +322,6 @@ def _prepare_workdir(workdir: pathlib.Path, overwrite: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
 
-def environment() -> dict[str, Any]:
-    import jax
-
-    env = {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-           "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()]}
-    try:
-        import torch
-        env["torch"] = torch.__version__
-    except ImportError:
-        pass
-    return env
-
-
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, model: str = "",
                   budget_minutes: float = 30.0, sides: tuple[str, ...] = ("jax",), steps: str | int = "fit",
                   calibration_steps: int = 8, torch_threads: int = 0, overwrite: bool = False,
@@ -371,19 +339,18 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     result = {"benchmark": "camvid", "model": model or config.model.name, "model_name": config.model.name,
               "budget_minutes": budget_minutes, "steps": steps, "dataset_root": str(config.data.root),
               "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
-              "environment": environment(), "protocol": PROTOCOL}
-    from bisenet_jax.evaluation.speed import CpuUsage
-
+              "environment": machine.environment(), "protocol": PROTOCOL}
     for side in sides:
-        others = others_cpu_percent_now()
+        others = machine.others_cpu_percent()
         if others > BUSY_PERCENT:
             log(f"[{side}] WARNING: other processes are using {others:.0f}% of the {result['environment']['cpus']} "
                 "CPUs: the timings will not be comparable")
-        usage = CpuUsage()
+        usage = machine.CpuUsage()
         side_config, calibration = _side_config(config, side, budget_minutes, steps, calibration_steps,
                                                 torch_threads, log)
         log(f"[{side}] {side_config.train.num_steps} steps (warmup {side_config.optimizer.warmup_steps}, weights "
-            f"saved every {side_config.train.checkpoint_every}), budget {budget_minutes} min, load {_load()}")
+            f"saved every {side_config.train.checkpoint_every}), budget {budget_minutes} min, "
+            f"load {machine.load_average()}")
         if side == "jax":
             result["jax"] = run_jax(side_config, workdir / "jax", calibration, log)
         else:
@@ -391,7 +358,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
         result[side]["others_cpu_percent"] = usage.others_percent()
         log(f"[{side}] other processes used {result[side]['others_cpu_percent']:.1f}% of the CPUs during the run")
         result["warning"] = busy_machine_warning(result)
-        save_json(result, workdir / "results.json")
+        evaluator.save_results(result, workdir / "results.json")  # strict JSON, NaN as null
     return result
 
 
@@ -400,11 +367,12 @@ def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_t
     if steps == "fit":
         log(f"[{side}] calibrating: {calibration_steps} train steps (outside the budget) ...")
         if side == "jax":
-            calibration = calibrate_jax(config, calibration_steps)
+            calibration = calibrate(jax_train_steps(config), calibration_steps)
         else:
             from bisenet_jax.benchmarks import torch_reference
-            calibration = torch_reference.calibrate(config, calibration_steps, num_threads=torch_threads)
-        calibration["load_average"] = _load()
+            calibration = calibrate(torch_reference.train_steps(config, torch_threads), calibration_steps)
+            calibration["num_threads"] = torch_threads or machine.cpu_count()
+        calibration["load_average"] = machine.load_average()
         log(f"[{side}] calibration: {calibration['step_seconds']:.2f} s/step ({calibration['cpu_step_seconds']:.2f} "
             f"CPU s/step), first step {calibration['startup_seconds']:.1f} s, load {calibration['load_average']}")
         side_config = scale_schedule(config, fit_num_steps(calibration, budget_minutes))
@@ -418,14 +386,6 @@ def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_t
 
 # ------------------------------------------------------------------------------------------------
 # Output.
-
-
-def save_json(result: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
-    from bisenet_jax.evaluation.evaluator import _nan_to_none
-
-    path = pathlib.Path(path)
-    path.write_text(json.dumps(_nan_to_none(result), indent=1, allow_nan=False, default=str) + "\n")
-    return path
 
 
 def _pct(value) -> str:

@@ -20,7 +20,6 @@ torch is imported only here (and in ``bisenet_jax.convert.torch_models``).
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import time
 from typing import Any, Callable, Sequence
@@ -30,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from bisenet_jax import data as data_lib
-from bisenet_jax.convert.torch_models import build_torch_model
+from bisenet_jax.benchmarks import machine
+from bisenet_jax.convert.torch_models import build_torch_model, count_parameters
 from bisenet_jax.evaluation import metrics as metrics_lib
 
 
@@ -140,12 +140,27 @@ def evaluate(model: torch.nn.Module, data_config: Any, split: str, batch_size: i
             "confusion_matrix": confusion.tolist()}
 
 
-def default_num_threads() -> int:
-    """The CPUs this process may run on (what ``torch.set_num_threads`` is given)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+def set_threads(num_threads: int = 0) -> int:
+    """``torch.set_num_threads``: ``num_threads``, or 0 for every CPU this process may use; returns it."""
+    num_threads = num_threads or machine.cpu_count()
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def reference_model(config: Any) -> torch.nn.Module:
+    """The PyTorch reference module of ``config.model`` (the reference layout and initialisation)."""
+    return build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+               loss_config: Any, ignore_label: int) -> tuple[float, dict[str, float]]:
+    """One SGD step of ``model`` (in training mode, auxiliary heads on): (total loss, its terms)."""
+    logits, aux_logits = model(images)
+    loss, terms = segmentation_loss(logits, aux_logits, labels, loss_config, ignore_label)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().item(), terms
 
 
 def checkpoint_steps(config: Any) -> set[int]:
@@ -171,12 +186,10 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
         raise ValueError(f"the PyTorch reference trains in float32; got config.model.dtype={config.model.dtype!r}")
     workdir = pathlib.Path(workdir).absolute()
     (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    num_threads = num_threads or default_num_threads()
-    torch.set_num_threads(num_threads)
+    num_threads = set_threads(num_threads)
     torch.manual_seed(config.train.seed)
     info = data_lib.get_dataset_info(config.data)
-    model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads)
-    model.train()
+    model = reference_model(config).train()
     optimizer = create_optimizer(model, config.optimizer)
     num_steps, batch_size = int(config.train.num_steps), int(config.train.batch_size)
     lrs = learning_rates(config.optimizer, num_steps)
@@ -184,7 +197,7 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     data_iter = data_lib.create_train_iterator(config.data, batch_size, seed=config.train.seed)
     writer = MetricWriter(workdir, enabled=True)
     log(f"torch {torch.__version__} ({num_threads} threads): {config.model.name}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters; batch {batch_size}, "
+        f"{count_parameters(model):,} parameters; batch {batch_size}, "
         f"crop {tuple(config.data.crop_size)}; steps 0 -> {num_steps}; workdir {workdir}")
 
     budget_s = 60.0 * config.train.time_budget_minutes
@@ -195,13 +208,9 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     while step < num_steps:
         images, labels = to_torch(next(data_iter))
         set_learning_rate(optimizer, lrs[step])
-        logits, aux_logits = model(images)
-        loss, terms = segmentation_loss(logits, aux_logits, labels, config.loss, info.ignore_label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, terms = train_step(model, optimizer, images, labels, config.loss, info.ignore_label)
         step += 1
-        window.append(loss.detach().item())
+        window.append(loss)
         if not math.isfinite(window[-1]):
             raise FloatingPointError(f"PyTorch reference: non-finite loss ({window[-1]}) at step {step}; lower "
                                      "optimizer.lr or check the labels (scripts/check_dataset.py)")
@@ -232,41 +241,24 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
 
 def load_checkpoint(config: Any, path: str | pathlib.Path) -> torch.nn.Module:
     """The reference model of ``config`` with the weights saved by :func:`train` at ``path``."""
-    model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads)
+    model = reference_model(config)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 
 
-def calibrate(config: Any, num_steps: int = 8, num_threads: int = 0) -> dict[str, float]:
-    """Times the PyTorch train step on a throw-away model: ``step_seconds``, ``cpu_step_seconds``
-    (user + system time of the process per step) and ``startup_seconds`` (the first step)."""
-    import resource
-
-    def cpu_seconds():
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    num_threads = num_threads or default_num_threads()
-    torch.set_num_threads(num_threads)
+def train_steps(config: Any, num_threads: int = 0) -> Callable[[int], None]:
+    """``run(n)``: n train steps of a throw-away reference model on the config's batches, at the
+    warmup's first learning rate (what the CamVid benchmark's calibration times)."""
+    set_threads(num_threads)
     torch.manual_seed(config.train.seed)
     info = data_lib.get_dataset_info(config.data)
-    model = build_torch_model(config.model.name, config.model.num_classes, aux_heads=config.model.aux_heads).train()
+    model = reference_model(config).train()
     optimizer = create_optimizer(model, config.optimizer)
     set_learning_rate(optimizer, float(config.optimizer.lr) * config.optimizer.warmup_start_factor)
     batches = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
 
-    def timed_steps(n):
-        start, cpu = time.perf_counter(), cpu_seconds()
-        for _ in range(n):
-            images, labels = to_torch(next(batches))
-            logits, aux_logits = model(images)
-            loss, _ = segmentation_loss(logits, aux_logits, labels, config.loss, info.ignore_label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return time.perf_counter() - start, cpu_seconds() - cpu
+    def run(num_steps: int) -> None:
+        for _ in range(num_steps):
+            train_step(model, optimizer, *to_torch(next(batches)), config.loss, info.ignore_label)
 
-    startup, _ = timed_steps(1)
-    seconds, cpu = timed_steps(num_steps)
-    return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
-            "calibration_steps": num_steps, "num_threads": num_threads}
+    return run
