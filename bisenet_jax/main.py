@@ -9,6 +9,8 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bisenet_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs, metrics and predictions.")
@@ -30,7 +32,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import pathlib
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bisenet_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("checkpoint", None, "Model directory or training workdir to evaluate.")
@@ -71,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

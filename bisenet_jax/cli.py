@@ -1,0 +1,36 @@
+"""How the command-line entry points end: one clear line and a non-zero exit for a user's mistake.
+
+A bad path, field or value raises an exception whose message already names the file, field or value
+and what was expected; a traceback wall adds nothing for the person who typed the command. With
+``--verbose`` (or ``BISENET_VERBOSE=1``) the full traceback is shown instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+flags.DEFINE_bool("verbose", False, "Show the full traceback of an error (or set BISENET_VERBOSE=1).")
+
+# What a user can fix from the message alone; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, KeyError, FloatingPointError, RuntimeError)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)``, printing user errors as ``error: <message>`` and exiting with status 1."""
+    app.run(lambda argv: _guarded(main, argv))
+
+
+def _guarded(main, argv):
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        if flags.FLAGS.verbose or os.environ.get("BISENET_VERBOSE", "") not in ("", "0"):
+            raise
+        message = str(error).strip() or type(error).__name__
+        if isinstance(error, KeyError) and message.startswith(("'", '"')):
+            message = message[1:-1]
+        print(f"error: {message}\n(run with --verbose for the traceback)", file=sys.stderr, flush=True)
+        sys.exit(1)
