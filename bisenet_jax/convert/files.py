@@ -28,14 +28,20 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        from safetensors.numpy import load_file
-        checkpoint = load_file(str(path))
-    elif suffix in TORCH_SUFFIXES:
-        from bisenet_jax.convert.torch_io import load_pth  # torch only for .pth files
-        checkpoint = load_pth(path)
-    else:
+    if suffix not in TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,):
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected .pth, .pt or .safetensors")
+    if suffix == SAFETENSORS_SUFFIX:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+        read, errors = (lambda: load_file(str(path))), (SafetensorError, OSError)
+    else:
+        from bisenet_jax.convert.torch_io import load_pth  # torch only for .pth files
+        read, errors = (lambda: load_pth(path)), (RuntimeError, EOFError, OSError, ValueError)
+    try:
+        checkpoint = read()
+    except errors as error:  # a truncated or foreign file: name it, not just the library's complaint
+        raise ValueError(f"{path} cannot be read as a {suffix} checkpoint ({type(error).__name__}: {error}); "
+                         f"is the file complete ({path.stat().st_size} bytes)?") from error
     try:
         state_dict = unwrap_state_dict(checkpoint)
     except ValueError as error:
