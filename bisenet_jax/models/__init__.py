@@ -2,7 +2,9 @@
 
 Names: bisenetv1_r18, bisenetv1_r34, bisenetv1_r50, bisenetv1_r101, bisenetv1_x39, bisenetv2.
 Options: ``dtype`` (compute dtype, e.g. ``jnp.bfloat16`` or ``"bfloat16"``; parameters, BN
-statistics and logits stay float32) and ``aux_heads`` (build the training-only auxiliary heads).
+statistics and logits stay float32), ``aux_heads`` (build the training-only auxiliary heads) and
+``kernels`` (``"auto"``, ``"cpu"``, ``"xla"`` or a :class:`~bisenet_jax.models.kernels.Kernels`:
+how depthwise convolutions and max pools are computed; "auto" picks by backend, once, here).
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ import flax.linen as nn
 
 from bisenet_jax.models.bisenetv1 import BiSeNetV1
 from bisenet_jax.models.bisenetv2 import BiSeNetV2
+from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS, Kernels, default_kernels, get_kernels
 from bisenet_jax.models.layers import ConvBNReLU, resize
+
+# Every model downsamples by 32 (V1's context path, V2's semantic branch): smaller inputs have no 1/32 feature.
+MIN_INPUT_SIZE = 32
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "bisenetv1_r18": functools.partial(BiSeNetV1, backbone="resnet18"),
@@ -37,13 +43,15 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    allowed = {"dtype", "aux_heads"}
+    allowed = {"dtype", "aux_heads", "kernels"}
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for {name}; allowed: {sorted(allowed)}")
     if isinstance(options.get("dtype"), str):
         options["dtype"] = jnp.dtype(options["dtype"])
+    options["kernels"] = get_kernels(options.get("kernels", "auto"))
     return _REGISTRY[name](num_classes=num_classes, **options)
 
 
-__all__ = ["BiSeNetV1", "BiSeNetV2", "ConvBNReLU", "create_model", "list_models", "resize"]
+__all__ = ["BiSeNetV1", "BiSeNetV2", "CPU_KERNELS", "ConvBNReLU", "Kernels", "XLA_KERNELS", "create_model",
+           "default_kernels", "get_kernels", "list_models", "resize"]

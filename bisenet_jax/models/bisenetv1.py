@@ -3,7 +3,7 @@
 Spatial Path (``sp``, 1/8, 128 ch) + Context Path (``cp``: backbone, ARMs on the 1/16 and 1/32
 features, global context) fused by the Feature Fusion Module (``ffm``), with the prediction head
 ``conv_out`` and the training-only auxiliary heads ``conv_out16`` / ``conv_out32``. Module names are
-the PyTorch ones (``../shared/docs/reference/pytorch_bisenetv1_state_dict.txt``).
+those of the PyTorch ``state_dict`` layout; see ``bisenet_jax/convert/names.py``.
 
 Named intermediate features are sown into the ``intermediates`` collection (call ``apply`` with
 ``mutable=["intermediates"]``): ``spatial_path``, ``context_1_8``, ``context_1_16``,
@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from bisenet_jax.models.layers import ConvBNReLU, batch_norm, conv2d, resize, spatial_mean
+from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
+from bisenet_jax.models.layers import Convolution, ConvBNReLU, batch_norm, resize, spatial_mean
 from bisenet_jax.models.resnet import ResNet
 from bisenet_jax.models.xception import Xception39
 
@@ -48,7 +49,7 @@ class AttentionRefinement(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         feat = ConvBNReLU(self.features, 3, dtype=self.dtype, name="conv")(x, train)
-        attention = conv2d(self.features, 1, dtype=self.dtype, name="conv_atten")(spatial_mean(feat))
+        attention = Convolution(self.features, 1, dtype=self.dtype, name="conv_atten")(spatial_mean(feat))
         attention = nn.sigmoid(batch_norm(train, self.dtype, name="bn_atten")(attention))  # (N, 1, 1, C)
         self.sow("intermediates", "attention", attention)
         return feat * attention
@@ -64,12 +65,13 @@ class ContextPath(nn.Module):
 
     backbone: str = "resnet18"
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     def setup(self):
         if self.backbone.startswith("resnet"):
-            self.resnet = ResNet(int(self.backbone[len("resnet"):]), self.dtype)
+            self.resnet = ResNet(int(self.backbone[len("resnet"):]), self.dtype, self.kernels)
         elif self.backbone == "xception39":
-            self.xception = Xception39(self.dtype)
+            self.xception = Xception39(self.dtype, self.kernels)
         else:
             raise ValueError(f"unknown BiSeNetV1 backbone {self.backbone!r}; expected resnet18/34/50/101 or xception39")
         self.arm16 = AttentionRefinement(128, self.dtype)
@@ -103,7 +105,7 @@ class FeatureFusion(nn.Module):
             context = resize(context, spatial.shape[1:3], "nearest")
         feat = ConvBNReLU(self.features, 1, dtype=self.dtype, name="convblk")(
             jnp.concatenate([spatial, context], axis=-1), train)
-        attention = conv2d(self.features, 1, dtype=self.dtype, name="conv")(spatial_mean(feat))
+        attention = Convolution(self.features, 1, dtype=self.dtype, name="conv")(spatial_mean(feat))
         attention = nn.sigmoid(batch_norm(train, self.dtype, name="bn")(attention))  # (N, 1, 1, C)
         self.sow("intermediates", "attention", attention)
         return feat * attention + feat
@@ -123,7 +125,7 @@ class SegmentationOutput(nn.Module):
     @nn.compact
     def __call__(self, x, out_size, train: bool = False):
         x = ConvBNReLU(self.mid, 3, dtype=self.dtype, name="conv")(x, train)
-        x = conv2d(self.num_classes, 1, use_bias=True, dtype=self.dtype, name="conv_out")(x)
+        x = Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, name="conv_out")(x)
         return resize(x.astype(jnp.float32), out_size, "bilinear")
 
 
@@ -132,6 +134,8 @@ class BiSeNetV1(nn.Module):
 
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux_logits_16, aux_logits_32])`` (an empty list if ``aux_heads=False``).
+    ``kernels``: the backbone's max pool and depthwise convolutions (``create_model`` picks them
+    per backend; see :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int
@@ -140,13 +144,14 @@ class BiSeNetV1(nn.Module):
     aux_mid: int = 64
     aux_heads: bool = True
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         _check_input(x)
         out_size = x.shape[1:3]
         x = x.astype(self.dtype)
-        context_1_8, context_1_16 = ContextPath(self.backbone, self.dtype, name="cp")(x, train)
+        context_1_8, context_1_16 = ContextPath(self.backbone, self.dtype, self.kernels, name="cp")(x, train)
         spatial = SpatialPath(self.dtype, name="sp")(x, train)  # (N, H/8, W/8, 128)
         fused = FeatureFusion(256, self.dtype, name="ffm")(spatial, context_1_8, train)
         for key, value in (("spatial_path", spatial), ("context_1_8", context_1_8),
@@ -170,5 +175,5 @@ class BiSeNetV1(nn.Module):
 def _check_input(x: jax.Array) -> None:
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected an NHWC batch of RGB images (N, H, W, 3), got shape {tuple(x.shape)}")
-    if min(x.shape[1:3]) < 32:
+    if x.shape[1] < 32 or x.shape[2] < 32:  # side by side: decidable for symbolic dims (jax.export)
         raise ValueError(f"input height and width must be at least 32 pixels, got {tuple(x.shape[1:3])}")

@@ -2,8 +2,8 @@
 
 Detail Branch (``detail``, 1/8, 128 ch) + Semantic Branch (``segment``: stem, Gather-and-Expand
 layers, Context Embedding, 1/32) + Bilateral Guided Aggregation (``bga``) + ``head``; the "booster"
-auxiliary heads ``aux2``, ``aux3``, ``aux4``, ``aux5_4`` run only in training. Names follow
-``../shared/docs/reference/pytorch_bisenetv2_state_dict.txt`` (Sequential indices as ``"0"``...).
+auxiliary heads ``aux2``, ``aux3``, ``aux4``, ``aux5_4`` run only in training. Names follow the
+PyTorch ``state_dict`` layout (Sequential indices as ``"0"``...); see ``bisenet_jax/convert/names.py``.
 
 Sown intermediates: ``detail_branch``, ``semantic`` (after context embedding), ``semantic_1_4`` ...
 ``semantic_1_32`` (S1S2, S3, S4, S5_4), ``aggregated`` (BGA output), ``aux_logits_*``. (Not
@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bisenet_jax.models.bisenetv1 import _check_input
-from bisenet_jax.models.layers import (ConvBNReLU, avg_pool_3x3_s2, batch_norm, conv2d, kaiming_fan_out,
-                                       max_pool_3x3_s2, resize, spatial_mean)
+from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
+from bisenet_jax.models.layers import (Convolution, ConvBNReLU, avg_pool_3x3_s2, batch_norm, kaiming_fan_out, resize,
+                                       spatial_mean)
 
 Dtype = Any
 EXPANSION = 6
@@ -29,8 +30,9 @@ def _cbr(features, kernel_size=3, strides=1, dtype=jnp.float32, name=None):
     return ConvBNReLU(features, kernel_size, strides, dtype=dtype, kernel_init=kaiming_fan_out, name=name)
 
 
-def _conv(features, kernel_size=3, strides=1, groups=1, dtype=jnp.float32, name=None):
-    return conv2d(features, kernel_size, strides, groups=groups, dtype=dtype, kernel_init=kaiming_fan_out, name=name)
+def _conv(features, kernel_size=3, strides=1, groups=1, dtype=jnp.float32, kernels=XLA_KERNELS, name=None):
+    return Convolution(features, kernel_size, strides, groups=groups, dtype=dtype, kernel_init=kaiming_fan_out,
+                       kernels=kernels, name=name)
 
 
 class Sequential(nn.Module):
@@ -62,12 +64,13 @@ class StemBlock(nn.Module):
     """(N, H, W, 3) -> (N, H/4, W/4, 16): conv, then [conv 1x1, conv s2] || maxpool, fused."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = _cbr(16, 3, 2, self.dtype, name="conv")(x, train)
         left = Sequential(((8, 1, 1), (16, 3, 2)), self.dtype, name="left")(x, train)
-        right = max_pool_3x3_s2(x)
+        right = self.kernels.max_pool_3x3_s2(x)
         return _cbr(16, 3, 1, self.dtype, name="fuse")(jnp.concatenate([left, right], axis=-1), train)
 
 
@@ -81,10 +84,11 @@ class ConvBN(nn.Module):
     relu: bool = False
     zero_init_bn: bool = False
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = _conv(self.features, self.kernel_size, self.strides, self.groups, self.dtype, name="0")(x)
+        x = _conv(self.features, self.kernel_size, self.strides, self.groups, self.dtype, self.kernels, name="0")(x)
         scale_init = nn.initializers.zeros if self.zero_init_bn else nn.initializers.ones
         x = batch_norm(train, self.dtype, scale_init=scale_init, name="1")(x)
         return nn.relu(x) if self.relu else x
@@ -95,12 +99,14 @@ class GatherExpandS1(nn.Module):
 
     features: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
         y = _cbr(c, 3, 1, self.dtype, name="conv1")(x, train)
-        y = ConvBN(c * EXPANSION, 3, 1, groups=c, relu=True, dtype=self.dtype, name="dwconv")(y, train)
+        y = ConvBN(c * EXPANSION, 3, 1, groups=c, relu=True, dtype=self.dtype, kernels=self.kernels,
+                   name="dwconv")(y, train)
         y = ConvBN(self.features, 1, zero_init_bn=True, dtype=self.dtype, name="conv2")(y, train)
         return nn.relu(y + x)
 
@@ -110,16 +116,17 @@ class GatherExpandS2(nn.Module):
 
     features: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
         mid = c * EXPANSION
         y = _cbr(c, 3, 1, self.dtype, name="conv1")(x, train)
-        y = ConvBN(mid, 3, 2, groups=c, dtype=self.dtype, name="dwconv1")(y, train)
-        y = ConvBN(mid, 3, 1, groups=mid, relu=True, dtype=self.dtype, name="dwconv2")(y, train)
+        y = ConvBN(mid, 3, 2, groups=c, dtype=self.dtype, kernels=self.kernels, name="dwconv1")(y, train)
+        y = ConvBN(mid, 3, 1, groups=mid, relu=True, dtype=self.dtype, kernels=self.kernels, name="dwconv2")(y, train)
         y = ConvBN(self.features, 1, zero_init_bn=True, dtype=self.dtype, name="conv2")(y, train)
-        shortcut = GatherExpandShortcut(self.features, self.dtype, name="shortcut")(x, train)
+        shortcut = GatherExpandShortcut(self.features, self.dtype, self.kernels, name="shortcut")(x, train)
         return nn.relu(y + shortcut)
 
 
@@ -128,11 +135,12 @@ class GatherExpandShortcut(nn.Module):
 
     features: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
-        x = _conv(c, 3, 2, groups=c, dtype=self.dtype, name="0")(x)
+        x = _conv(c, 3, 2, groups=c, dtype=self.dtype, kernels=self.kernels, name="0")(x)
         x = batch_norm(train, self.dtype, name="1")(x)
         x = _conv(self.features, 1, dtype=self.dtype, name="2")(x)
         return batch_norm(train, self.dtype, name="3")(x)
@@ -144,12 +152,13 @@ class GatherExpandStage(nn.Module):
     features: int
     num_s1: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = GatherExpandS2(self.features, self.dtype, name="0")(x, train)
+        x = GatherExpandS2(self.features, self.dtype, self.kernels, name="0")(x, train)
         for i in range(self.num_s1):
-            x = GatherExpandS1(self.features, self.dtype, name=str(i + 1))(x, train)
+            x = GatherExpandS1(self.features, self.dtype, self.kernels, name=str(i + 1))(x, train)
         return x
 
 
@@ -169,13 +178,14 @@ class SemanticBranch(nn.Module):
     """Returns the 1/4, 1/8, 1/16, 1/32 features (16, 32, 64, 128 ch) and the embedded 1/32 one."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        feat2 = StemBlock(self.dtype, name="S1S2")(x, train)
-        feat3 = GatherExpandStage(32, 1, self.dtype, name="S3")(feat2, train)
-        feat4 = GatherExpandStage(64, 1, self.dtype, name="S4")(feat3, train)
-        feat5_4 = GatherExpandStage(128, 3, self.dtype, name="S5_4")(feat4, train)
+        feat2 = StemBlock(self.dtype, self.kernels, name="S1S2")(x, train)
+        feat3 = GatherExpandStage(32, 1, self.dtype, self.kernels, name="S3")(feat2, train)
+        feat4 = GatherExpandStage(64, 1, self.dtype, self.kernels, name="S4")(feat3, train)
+        feat5_4 = GatherExpandStage(128, 3, self.dtype, self.kernels, name="S5_4")(feat4, train)
         feat5_5 = ContextEmbedding(self.dtype, name="S5_5")(feat5_4, train)
         return feat2, feat3, feat4, feat5_4, feat5_5
 
@@ -184,11 +194,12 @@ class DepthwiseSeparable(nn.Module):
     """PyTorch Sequential(depthwise 3x3 ``0``, BN ``1``, pointwise 1x1 ``2``) of the BGA layer."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
-        x = _conv(c, 3, 1, groups=c, dtype=self.dtype, name="0")(x)
+        x = _conv(c, 3, 1, groups=c, dtype=self.dtype, kernels=self.kernels, name="0")(x)
         x = batch_norm(train, self.dtype, name="1")(x)
         return _conv(c, 1, dtype=self.dtype, name="2")(x)
 
@@ -197,14 +208,15 @@ class BilateralGuidedAggregation(nn.Module):
     """BGA: each branch gates the other at its own resolution; output (N, H/8, W/8, 128)."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, detail, semantic, train: bool = False):
         detail_size = detail.shape[1:3]
-        left1 = DepthwiseSeparable(self.dtype, name="left1")(detail, train)
+        left1 = DepthwiseSeparable(self.dtype, self.kernels, name="left1")(detail, train)
         left2 = avg_pool_3x3_s2(ConvBN(128, 3, 2, dtype=self.dtype, name="left2")(detail, train))  # 1/32
         right1 = ConvBN(128, 3, 1, dtype=self.dtype, name="right1")(semantic, train)
-        right2 = DepthwiseSeparable(self.dtype, name="right2")(semantic, train)
+        right2 = DepthwiseSeparable(self.dtype, self.kernels, name="right2")(semantic, train)
         left = left1 * nn.sigmoid(resize(right1, detail_size, "nearest"))  # nearest x4 at multiples of 32
         if left2.shape[1:3] != right2.shape[1:3]:
             right2 = resize(right2, left2.shape[1:3], "nearest")
@@ -247,7 +259,8 @@ class HeadClassifier(nn.Module):
         if self.aux_features:
             x = resize(x, (2 * x.shape[1], 2 * x.shape[2]), "nearest")
             x = _AuxUp(self.aux_features, self.dtype, name="0")(x, train)
-        return conv2d(self.num_classes, 1, use_bias=True, dtype=self.dtype, kernel_init=kaiming_fan_out, name="1")(x)
+        return Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, kernel_init=kaiming_fan_out,
+                           name="1")(x)
 
 
 class _AuxUp(nn.Module):
@@ -266,12 +279,14 @@ class BiSeNetV2(nn.Module):
 
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux2, aux3, aux4, aux5_4])`` (empty list without auxiliary heads). Dropout in the
-    heads needs a ``"dropout"`` rng in training.
+    heads needs a ``"dropout"`` rng in training. ``kernels``: the max pool and depthwise
+    convolutions (``create_model`` picks them per backend; see :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int
     aux_heads: bool = True
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
@@ -279,8 +294,8 @@ class BiSeNetV2(nn.Module):
         out_size = x.shape[1:3]
         x = x.astype(self.dtype)
         detail = DetailBranch(self.dtype, name="detail")(x, train)
-        feat2, feat3, feat4, feat5_4, semantic = SemanticBranch(self.dtype, name="segment")(x, train)
-        aggregated = BilateralGuidedAggregation(self.dtype, name="bga")(detail, semantic, train)
+        feat2, feat3, feat4, feat5_4, semantic = SemanticBranch(self.dtype, self.kernels, name="segment")(x, train)
+        aggregated = BilateralGuidedAggregation(self.dtype, self.kernels, name="bga")(detail, semantic, train)
         for key, value in (("detail_branch", detail), ("semantic", semantic), ("semantic_1_4", feat2),
                            ("semantic_1_8", feat3), ("semantic_1_16", feat4), ("semantic_1_32", feat5_4),
                            ("aggregated", aggregated)):

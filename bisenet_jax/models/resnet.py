@@ -12,7 +12,8 @@ import jax
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bisenet_jax.models.layers import batch_norm, conv2d, kaiming_fan_out, max_pool_3x3_s2
+from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
+from bisenet_jax.models.layers import Convolution, batch_norm, kaiming_fan_out
 
 Dtype = Any
 
@@ -26,7 +27,7 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = conv2d(self.features, 1, self.strides, dtype=self.dtype, kernel_init=kaiming_fan_out, name="0")(x)
+        x = Convolution(self.features, 1, self.strides, dtype=self.dtype, kernel_init=kaiming_fan_out, name="0")(x)
         return batch_norm(train, self.dtype, name="1")(x)
 
 
@@ -39,7 +40,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = lambda f, k, s, name: conv2d(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out, name=name)
+        conv = lambda f, k, s, name: Convolution(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out, name=name)
         y = conv(self.features, 3, self.strides, "conv1")(x)
         y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
         y = conv(self.features, 3, 1, "conv2")(y)
@@ -60,7 +61,7 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = lambda f, k, s, name: conv2d(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out, name=name)
+        conv = lambda f, k, s, name: Convolution(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out, name=name)
         y = conv(self.features, 1, 1, "conv1")(x)
         y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
         y = conv(self.features, 3, self.strides, "conv2")(y)
@@ -111,15 +112,16 @@ class ResNet(nn.Module):
 
     depth: int = 18
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS  # the stem's max pool
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         if self.depth not in RESNET_STAGES:
             raise ValueError(f"ResNet depth {self.depth} is not supported; expected one of {sorted(RESNET_STAGES)}")
         block, stage_sizes = RESNET_STAGES[self.depth]
-        x = conv2d(64, 7, 2, dtype=self.dtype, kernel_init=kaiming_fan_out, name="conv1")(x)
+        x = Convolution(64, 7, 2, dtype=self.dtype, kernel_init=kaiming_fan_out, name="conv1")(x)
         x = nn.relu(batch_norm(train, self.dtype, name="bn1")(x))
-        x = max_pool_3x3_s2(x)  # (N, H/4, W/4, 64)
+        x = self.kernels.max_pool_3x3_s2(x)  # (N, H/4, W/4, 64)
         in_channels, features = 64, []
         for k, (num_blocks, width) in enumerate(zip(stage_sizes, (64, 128, 256, 512))):
             x = ResNetStage(block, width, num_blocks, 1 if k == 0 else 2, in_channels, self.dtype,

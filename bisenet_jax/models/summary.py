@@ -7,6 +7,7 @@ multiply-adds ("FLOPs" in most segmentation papers are MACs), so compare their f
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -14,9 +15,9 @@ import jax.numpy as jnp
 import flax.linen as nn
 from flax import traverse_util
 
-from bisenet_jax.models.layers import depthwise_implementation
+from bisenet_jax.models.kernels import XLA_KERNELS
 
-# Figures of the BiSeNetV1 paper's speed table at 640x360 (REFERENCE.md 1.2, approx.). The paper's
+# Figures of the BiSeNetV1 paper's speed table at 640x360 (Yu et al., ECCV 2018; approx.). The paper's
 # "FLOPs" are multiply-adds, so they sit next to our GMACs.
 PAPER_FIGURES: dict[str, dict[str, Any]] = {
     "bisenetv1_x39": {"params_m": 5.8, "gflops": 2.9, "resolution": (360, 640)},
@@ -84,16 +85,24 @@ def _flops_of(cost: Any) -> float:
     return float(cost["flops"])
 
 
+def _with_xla_kernels(model: nn.Module) -> nn.Module:
+    """``model`` computing with XLA's own ops whatever its ``kernels``: the convolution's count, as
+    papers report it (the CPU depthwise form would also count its zero-padding taps), on every backend."""
+    if any(field.name == "kernels" for field in dataclasses.fields(model)):
+        return model.clone(kernels=XLA_KERNELS)
+    return model
+
+
 def flops(model: nn.Module, variables: Mapping[str, Any], input_shape: Sequence[int]) -> float:
     """FLOPs of one eval-mode forward pass of ``model`` on an NHWC float32 ``input_shape``.
 
     From XLA's cost analysis of the compiled program (a multiply-add is 2 FLOPs; see the module
-    docstring). ``variables`` may be arrays or shapes (``jax.eval_shape(model.init, ...)``).
+    docstring), with XLA's own kernels. ``variables`` may be arrays or shapes
+    (``jax.eval_shape(model.init, ...)``).
     """
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    with depthwise_implementation(shifted_sum=False):  # the convolution's count, as papers report it
-        lowered = forward.lower(_shapes(variables), x)
+    model = _with_xla_kernels(model)
+    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(_shapes(variables), x)
     return _flops_of(lowered.compile().cost_analysis())
 
 
@@ -144,9 +153,10 @@ def module_flops(model: nn.Module, variables: Mapping[str, Any], input_shape: Se
 
     Modules of the eval forward are costed in eval mode; modules that run only in training (the
     auxiliary heads) are costed in training mode. Costs come from the lowered (pre-optimisation)
-    HLO, which agrees with the compiled total of ``flops`` to about 1%.
+    HLO with XLA's own kernels, which agrees with the compiled total of ``flops`` to about 1%.
     """
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    model = _with_xla_kernels(model)
     eval_calls = _top_level_calls(model, variables, x, train=False)
     train_calls = _top_level_calls(model, variables, x, train=True)
     result = {}

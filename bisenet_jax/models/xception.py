@@ -1,4 +1,4 @@
-"""Xception39, the context path of the paper's fastest BiSeNet (REFERENCE.md section 1.2).
+"""Xception39, the context path of the paper's fastest BiSeNet (BiSeNetV1, Yu et al., ECCV 2018).
 
 No PyTorch ImageNet weights exist for it; the authors train it from scratch, and so do we. The
 structure (stem, three stages of 4/8/4 blocks with expansion 4, separable convolutions) follows the
@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from bisenet_jax.models.layers import ConvBNReLU, conv2d, max_pool_3x3_s2
+from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
+from bisenet_jax.models.layers import Convolution, ConvBNReLU
 
 Dtype = Any
 
@@ -27,11 +28,13 @@ class SeparableConv(nn.Module):
     strides: int = 1
     relu: bool = True
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         channels = x.shape[-1]
-        x = conv2d(channels, 3, self.strides, groups=channels, dtype=self.dtype, name="depthwise")(x)
+        x = Convolution(channels, 3, self.strides, groups=channels, dtype=self.dtype, kernels=self.kernels,
+                        name="depthwise")(x)
         return ConvBNReLU(self.features, 1, relu=self.relu, dtype=self.dtype, name="pointwise")(x, train)
 
 
@@ -42,15 +45,18 @@ class XceptionBlock(nn.Module):
     strides: int = 1
     project: bool = False
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         out = self.mid * XCEPTION39_EXPANSION
-        y = SeparableConv(self.mid, self.strides, True, self.dtype, name="sep1")(x, train)
-        y = SeparableConv(self.mid, 1, True, self.dtype, name="sep2")(y, train)
-        y = SeparableConv(out, 1, False, self.dtype, name="sep3")(y, train)
+        sep = lambda features, strides, relu, name: SeparableConv(features, strides, relu, self.dtype, self.kernels,
+                                                                  name=name)
+        y = sep(self.mid, self.strides, True, "sep1")(x, train)
+        y = sep(self.mid, 1, True, "sep2")(y, train)
+        y = sep(out, 1, False, "sep3")(y, train)
         if self.project:
-            x = SeparableConv(out, self.strides, False, self.dtype, name="shortcut")(x, train)
+            x = sep(out, self.strides, False, "shortcut")(x, train)
         return nn.relu(y + x)
 
 
@@ -58,11 +64,12 @@ class XceptionStage(nn.Module):
     num_blocks: int
     mid: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         for i in range(self.num_blocks):
-            x = XceptionBlock(self.mid, 2 if i == 0 else 1, i == 0, self.dtype, name=str(i))(x, train)
+            x = XceptionBlock(self.mid, 2 if i == 0 else 1, i == 0, self.dtype, self.kernels, name=str(i))(x, train)
         return x
 
 
@@ -75,13 +82,14 @@ class Xception39(nn.Module):
     """Returns ``(feat8, feat16, feat32)`` with 64, 128 and 256 channels."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         x = ConvBNReLU(8, 3, 2, dtype=self.dtype, name="conv1")(x, train)  # (N, H/2, W/2, 8)
-        x = max_pool_3x3_s2(x)  # (N, H/4, W/4, 8)
+        x = self.kernels.max_pool_3x3_s2(x)  # (N, H/4, W/4, 8)
         features = []
         for k, (num_blocks, mid) in enumerate(XCEPTION39_STAGES):
-            x = XceptionStage(num_blocks, mid, self.dtype, name=f"layer{k + 1}")(x, train)
+            x = XceptionStage(num_blocks, mid, self.dtype, self.kernels, name=f"layer{k + 1}")(x, train)
             features.append(x)
         return tuple(features)

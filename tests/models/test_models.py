@@ -264,6 +264,25 @@ def test_without_aux_heads_training_returns_an_empty_aux_list(name):
     assert aux == [] and logits.shape == (1, 64, 96, NUM_CLASSES)
 
 
+def test_cpu_and_xla_kernels_give_the_same_logits():
+    """BiSeNetV2 has every kernel (depthwise with multipliers 1 and 6 at strides 1 and 2, the max
+    pool): built with either bundle, the same variables give the same logits, in eval and in train
+    mode. (Gradients are compared op by op in test_kernels.py; compiling two training programs of
+    the whole model costs minutes here.)"""
+    x = _image(64, 96, seed=4)
+    variables = realish_variables(_shapes_of("bisenetv2"))
+
+    def logits(kernels):
+        model = create_model("bisenetv2", NUM_CLASSES, kernels=kernels)
+        return jax.jit(lambda v, x: (model.apply(v, x, train=False), model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})[0][0]))(variables, x)
+
+    (cpu_eval, cpu_train), (xla_eval, xla_train) = logits("cpu"), logits("xla")
+    # float32 through ~60 layers, each summed in another order: 1e-4 of the largest logit.
+    for cpu, xla in ((cpu_eval, xla_eval), (cpu_train, xla_train)):
+        np.testing.assert_allclose(cpu, xla, rtol=0, atol=1e-4 * float(jnp.abs(xla).max()))
+
+
 # ---------------------------------------------------------------------------------------------
 # The resize helper
 

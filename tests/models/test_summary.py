@@ -82,6 +82,16 @@ def test_module_flops_add_up_to_the_compiled_total():
     assert per_module["sp"][0] > 2 * (32 * 48 * 3 * 64 * 45 + 16 * 24 * 64 * 64 * 8 + 8 * 12 * 64 * 128)
 
 
+@pytest.mark.parametrize("name", ["bisenetv1_x39", "bisenetv2"])
+def test_flops_count_xla_convolutions_whatever_the_model_kernels(name):
+    """The CPU kernels (depthwise as shifted sums, the sliced max pool) would count other FLOPs:
+    ``flops`` and ``module_flops`` cost the model with XLA's own ops on every backend."""
+    cpu_model, xla_model = create_model(name, 19, kernels="cpu"), create_model(name, 19, kernels="xla")
+    variables = _shapes(cpu_model, (1, 64, 64, 3))
+    assert flops(cpu_model, variables, (1, 64, 64, 3)) == flops(xla_model, variables, (1, 64, 64, 3))
+    assert module_flops(cpu_model, variables, (1, 64, 64, 3)) == module_flops(xla_model, variables, (1, 64, 64, 3))
+
+
 def test_model_summary_table():
     summary = model_summary("bisenetv2", 19, (1, 64, 64, 3))
     lines = summary.splitlines()

@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS
 from bisenet_jax.train.losses import cross_entropy, ohem_cross_entropy, segmentation_loss, sum_of_top_k
+
+KERNELS = pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
 
 
 def _numpy_pixel_ce(logits, labels, ignore):
@@ -94,16 +97,51 @@ def test_ohem_is_differentiable_under_jit(batch):
     assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).sum() > 0
 
 
+@KERNELS
 @pytest.mark.parametrize("k", [1, 7, 500, 1000])
-def test_sum_of_top_k_equals_a_sort_with_ties_and_zeros(k):
+def test_sum_of_top_k_equals_a_sort_with_ties_and_zeros(k, kernels):
     rng = np.random.default_rng(k)
     values = rng.exponential(size=1000).astype(np.float32)
     values[:300] = 0.0  # ignored pixels
     values[300:340] = values[500]  # a block of ties around the middle
     want = np.sort(values)[::-1][:k].sum(dtype=np.float64)
-    got, grad = jax.value_and_grad(sum_of_top_k)(jnp.asarray(values), jnp.int32(k))
+    got, grad = jax.value_and_grad(sum_of_top_k)(jnp.asarray(values), jnp.int32(k), kernels)
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
     grad = np.asarray(grad)
     kth = np.sort(values)[::-1][k - 1]
     assert np.all(grad[values > kth] == 1.0) and np.all(grad[values < kth] == 0.0)
     np.testing.assert_allclose(grad.sum(), k, rtol=1e-5)  # the tied values share what is left
+
+
+def _few_hard(batch):
+    """Logits where almost every pixel is easy: OHEM averages its n_min largest losses."""
+    logits, labels = batch
+    confident = logits + 20 * np.eye(5, dtype=np.float32)[np.where(labels == 255, 0, labels)]
+    confident[0, 0, :3] = logits[0, 0, :3]
+    return jnp.asarray(confident), jnp.asarray(labels)
+
+
+def test_ohem_selection_is_the_same_with_either_kernels(batch):
+    """The bisection (CPU) and the sort (XLA) find the same n_min-th largest loss, so the same pixels
+    are kept: the loss and its gradient agree (float32; the same sums in the same order: 1e-6)."""
+    logits, labels = _few_hard(batch)
+    results = {kernels.name: jax.jit(jax.value_and_grad(
+        lambda lg, kernels=kernels: ohem_cross_entropy(lg, labels, kernels=kernels)))(logits)
+        for kernels in (CPU_KERNELS, XLA_KERNELS)}
+    (cpu_loss, cpu_grad), (xla_loss, xla_grad) = results["cpu"], results["xla"]
+    np.testing.assert_allclose(cpu_loss, xla_loss, rtol=1e-6)
+    np.testing.assert_allclose(cpu_grad, xla_grad, rtol=1e-6, atol=1e-9)
+    kept = np.abs(np.asarray(cpu_grad)).sum(-1) > 0
+    assert kept.sum() == int((np.asarray(labels) != 255).sum()) // 16  # exactly n_min pixels get a gradient
+    np.testing.assert_array_equal(kept, np.abs(np.asarray(xla_grad)).sum(-1) > 0)
+
+
+@pytest.mark.parametrize("kernels", ["auto", "cpu", "xla", CPU_KERNELS])
+def test_segmentation_loss_takes_the_kernels_as_a_last_keyword(batch, kernels):
+    logits, labels = _few_hard(batch)
+    total, terms = segmentation_loss(logits, [logits * 0.5], labels, name="ohem", ignore_label=255, aux_weight=0.4,
+                                     ohem_thresh=0.7, kernels=kernels)
+    expected = ohem_cross_entropy(logits, labels, kernels=XLA_KERNELS)
+    np.testing.assert_allclose(terms["loss_main"], expected, rtol=1e-6)
+    np.testing.assert_allclose(total, expected + 0.4 * ohem_cross_entropy(logits * 0.5, labels, kernels=XLA_KERNELS),
+                               rtol=1e-6)

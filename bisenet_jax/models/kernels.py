@@ -1,0 +1,245 @@
+"""Backend-specific kernels: XLA's own ops and the CPU forms that replace them, chosen once per backend.
+
+Three ops of BiSeNet training have two forms with the same values and gradients:
+
+- ``depthwise_conv``: XLA's grouped convolution, or (CPU) a sum of k*k shifted per-channel
+  multiplies with a hand-written gradient. XLA:CPU lowers depthwise convolutions to a slow generic
+  loop, and their kernel gradient is slower still; shifted multiplies are elementwise work XLA
+  fuses. The gradient is a custom VJP so that autodiff does not materialise k*k padded copies.
+- ``max_pool_3x3_s2``: ``nn.max_pool``, or (CPU) nine strided slices with a running max, whose
+  gradient goes to the first maximum of each window: XLA:CPU runs the gradient of the library op
+  (select-and-scatter) slowly.
+- ``kth_largest`` (OHEM's threshold): a sort, or (CPU) a bisection over float bit patterns with
+  one counting pass per step: XLA:CPU sorts the hundreds of thousands of per-pixel losses slowly.
+
+:data:`XLA_KERNELS` holds the library ops (what GPU and TPU get), :data:`CPU_KERNELS` the CPU forms.
+A model takes its bundle as the module attribute ``kernels``, as flax's ImageNet ResNet takes
+``conv``; ``create_model(..., kernels="auto")`` resolves "auto" with :func:`default_kernels` once,
+when the model is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """A named bundle of op implementations; every bundle computes the same functions.
+
+    - ``depthwise_conv(x, kernel, stride=1, pad=k // 2)``: NHWC ``x`` (N, H, W, C), ``kernel``
+      (k, k, 1, C * m), symmetric zero padding ``pad``; output channel ``o`` reads input channel ``o // m``.
+    - ``max_pool_3x3_s2(x)``: PyTorch ``MaxPool2d(3, stride=2, padding=1)`` on NHWC ``x``.
+    - ``kth_largest(values, k)``: the k-th largest of the 1-D non-negative float32 ``values``
+      (``0 <= k <= values.size``, ``k`` may be traced; ``+inf`` for ``k == 0``); not differentiated.
+    """
+
+    name: str
+    depthwise_conv: Callable[..., jax.Array] = dataclasses.field(repr=False)
+    max_pool_3x3_s2: Callable[[jax.Array], jax.Array] = dataclasses.field(repr=False)
+    kth_largest: Callable[[jax.Array, jax.Array], jax.Array] = dataclasses.field(repr=False)
+
+    # custom_vjp functions can be neither deep-copied nor pickled; a model holding a bundle can.
+    def __deepcopy__(self, memo) -> Kernels:
+        return self  # immutable
+
+    def __reduce__(self):
+        if _BY_NAME.get(self.name) is self:
+            return get_kernels, (self.name,)
+        return Kernels, (self.name, self.depthwise_conv, self.max_pool_3x3_s2, self.kth_largest)
+
+
+def check_depthwise_kernel(x: jax.Array, kernel: jax.Array) -> None:
+    if kernel.shape[2] != 1 or kernel.shape[3] % x.shape[-1]:
+        raise ValueError(f"depthwise_conv: kernel {kernel.shape} does not fit {x.shape[-1]} input channels "
+                         "(expected (k, k, 1, channels * multiplier))")
+
+
+# ------------------------------------------------------------------------------------------------
+# XLA's own ops
+
+
+def grouped_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int, groups: int = 1) -> jax.Array:
+    """NHWC x HWIO convolution with symmetric padding ``pad`` and ``feature_group_count=groups``."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def xla_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, pad: int | None = None) -> jax.Array:
+    check_depthwise_kernel(x, kernel)
+    pad = kernel.shape[0] // 2 if pad is None else pad
+    return grouped_conv(x, kernel, stride, pad, groups=x.shape[-1])
+
+
+def xla_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def sorted_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
+    # A full sort: ``lax.top_k`` needs a static k, and OHEM's (a count of valid pixels) is traced.
+    ascending = jnp.sort(values.astype(jnp.float32))
+    kth = ascending[jnp.clip(values.shape[0] - k, 0, values.shape[0] - 1)]
+    return jnp.where(k >= 1, kth, jnp.inf)
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU forms
+
+
+def _strided_taps(x: jax.Array, k: int, stride: int, out_h: int, out_w: int):
+    """((i, j), x[:, i + stride*y, j + stride*x, :] for y < out_h, x < out_w) for the k x k taps, row-major."""
+    n, c = x.shape[0], x.shape[3]
+    for i in range(k):
+        for j in range(k):
+            yield (i, j), jax.lax.slice(x, (0, i, j, 0), (n, i + stride * (out_h - 1) + 1,
+                                                         j + stride * (out_w - 1) + 1, c), (1, stride, stride, 1))
+
+
+def _shifted_sum(x: jax.Array, w: jax.Array, stride: int, out_h: int, out_w: int) -> jax.Array:
+    """sum_{i,j} x[:, i + stride*y, j + stride*x, :] * w[i, j, :] for y < out_h, x < out_w."""
+    total = None
+    for (i, j), tap in _strided_taps(x, w.shape[0], stride, out_h, out_w):
+        term = tap * w[i, j]
+        total = term if total is None else total + term
+    return total
+
+
+def _out_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def _expand(x: jax.Array, multiplier: int) -> jax.Array:
+    # Output channel o of a grouped conv with one input channel per group reads input channel o // m.
+    return x if multiplier == 1 else jnp.repeat(x, multiplier, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _shifted_sum_depthwise(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+    return _shifted_sum_depthwise_fwd(x, w, stride, pad)[0]
+
+
+def _shifted_sum_depthwise_fwd(x, w, stride, pad):
+    k, multiplier = w.shape[0], w.shape[-1] // x.shape[-1]
+    n, h, wd, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    y = _shifted_sum(_expand(xp, multiplier), w, stride, _out_size(h, k, stride, pad), _out_size(wd, k, stride, pad))
+    return y, (xp, w)
+
+
+def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
+    xp, w = residuals
+    k, c = w.shape[0], xp.shape[-1]
+    multiplier = w.shape[-1] // c
+    hp, wp = xp.shape[1], xp.shape[2]
+    out_h, out_w = g.shape[1], g.shape[2]
+    xe = _expand(xp, multiplier)
+    # Kernel: one reduction per tap.
+    taps = [jnp.sum(tap * g, axis=(0, 1, 2)) for _, tap in _strided_taps(xe, k, stride, out_h, out_w)]
+    dw = jnp.stack(taps).reshape(w.shape).astype(w.dtype)
+    # Input: the gradient, dilated by the stride and padded by k - 1 (plus the rows and columns the
+    # forward pass never read), correlated with the flipped kernel.
+    extra_h = hp - ((out_h - 1) * stride + k)
+    extra_w = wp - ((out_w - 1) * stride + k)
+    zero = jnp.zeros((), g.dtype)
+    gp = jax.lax.pad(g, zero, ((0, 0, 0), (k - 1, k - 1 + extra_h, stride - 1),
+                               (k - 1, k - 1 + extra_w, stride - 1), (0, 0, 0)))
+    dxp = _shifted_sum(gp, w[::-1, ::-1], 1, hp, wp)
+    if multiplier > 1:
+        dxp = dxp.reshape(*dxp.shape[:3], c, multiplier).sum(-1)
+    dx = dxp[:, pad:hp - pad, pad:wp - pad, :]
+    return dx.astype(xp.dtype), dw
+
+
+_shifted_sum_depthwise.defvjp(_shifted_sum_depthwise_fwd, _shifted_sum_depthwise_bwd)
+
+
+def shifted_sum_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, pad: int | None = None
+                               ) -> jax.Array:
+    check_depthwise_kernel(x, kernel)
+    k = kernel.shape[0]
+    pad = k // 2 if pad is None else pad
+    return _shifted_sum_depthwise(x, kernel.reshape(k, k, kernel.shape[3]), stride, pad)
+
+
+@jax.custom_vjp
+def sliced_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """Padding is -inf, so it never wins the max; ties send the gradient to the window's first
+    (row-major) maximum, PyTorch's choice."""
+    return _sliced_max_pool_fwd(x)[0]
+
+
+def _sliced_max_pool_fwd(x):
+    h, w = x.shape[1], x.shape[2]
+    out_h, out_w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    y = None
+    for _, tap in _strided_taps(xp, 3, 2, out_h, out_w):
+        y = tap if y is None else jnp.maximum(y, tap)
+    return y, (xp, y)
+
+
+def _sliced_max_pool_bwd(residuals, g):
+    xp, y = residuals
+    hp, wp = xp.shape[1], xp.shape[2]
+    out_h, out_w = y.shape[1], y.shape[2]
+    zero = jnp.zeros((), g.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    dxp = jnp.zeros(xp.shape, g.dtype)
+    for (i, j), tap in _strided_taps(xp, 3, 2, out_h, out_w):
+        first = (tap == y) & ~taken
+        taken = taken | first
+        # The transpose of the strided slice: back to the padded grid with interior zeros.
+        dxp = dxp + jax.lax.pad(jnp.where(first, g, zero), zero,
+                                ((0, 0, 0), (i, hp - i - 2 * (out_h - 1) - 1, 1),
+                                 (j, wp - j - 2 * (out_w - 1) - 1, 1), (0, 0, 0)))
+    return (dxp[:, 1:-1, 1:-1, :],)
+
+
+sliced_max_pool_3x3_s2.defvjp(_sliced_max_pool_fwd, _sliced_max_pool_bwd)
+
+
+def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
+    """Non-negative floats order like their bit patterns read as int32, so 32 bisection steps over
+    [0, +inf] in bit space, each one count of ``bits >= mid``, find the k-th largest exactly."""
+    bits = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
+
+    def bisect(_, bounds):
+        low, high = bounds  # invariant: count(bits >= low) >= k > count(bits >= high)
+        mid = low + (high - low) // 2
+        enough = jnp.sum(bits >= mid) >= k
+        return jnp.where(enough, mid, low), jnp.where(enough, high, mid)
+
+    kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.int32(0), jnp.int32(0x7F800001)))  # +inf + 1
+    return jax.lax.bitcast_convert_type(kth, jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The bundles and the per-backend choice
+
+XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest)
+CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, sliced_max_pool_3x3_s2, bisection_kth_largest)
+_BY_NAME = {"cpu": CPU_KERNELS, "xla": XLA_KERNELS}
+
+
+def default_kernels(backend: str | None = None) -> Kernels:
+    """The bundle for ``backend`` (default ``jax.default_backend()``): the CPU forms on "cpu",
+    XLA's own ops on "gpu", "tpu" and any other backend."""
+    backend = jax.default_backend() if backend is None else backend
+    return CPU_KERNELS if backend == "cpu" else XLA_KERNELS
+
+
+def get_kernels(choice: str | Kernels = "auto") -> Kernels:
+    """``"auto"`` (:func:`default_kernels`), ``"cpu"``, ``"xla"`` or a :class:`Kernels` as is."""
+    if isinstance(choice, Kernels):
+        return choice
+    if choice == "auto":
+        return default_kernels()
+    if choice not in _BY_NAME:
+        raise ValueError(f"unknown kernels {choice!r}; expected 'auto', 'cpu' or 'xla' "
+                         "(config field model.kernels)")
+    return _BY_NAME[choice]

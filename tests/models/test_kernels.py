@@ -1,0 +1,185 @@
+"""The kernel bundles: each CPU form against the XLA op it replaces (values and gradients), the
+per-backend default, and which kernels a model traces."""
+import copy
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+from jax.extend import core as jax_core
+
+from bisenet_jax.models import create_model
+from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS, Kernels, default_kernels, get_kernels
+
+# ---------------------------------------------------------------------------------------------
+# Depthwise convolution
+
+
+# Every (multiplier, stride) the models use: X39 and the V2 shortcut / BGA have multiplier 1 at
+# strides 1 and 2, the V2 Gather-and-Expand layers multiplier 6 at strides 1 and 2.
+@pytest.mark.parametrize("height, width, channels, multiplier, stride",
+                         [(9, 11, 3, 1, 1), (9, 11, 3, 1, 2), (8, 10, 2, 6, 1), (8, 10, 2, 6, 2), (7, 7, 4, 2, 1),
+                          (6, 9, 3, 1, 2)])
+def test_depthwise_forms_agree_in_values_and_gradients(height, width, channels, multiplier, stride):
+    rng = np.random.default_rng(height * width + multiplier)
+    x = jnp.asarray(rng.normal(size=(2, height, width, channels)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 1, channels * multiplier)), jnp.float32)
+
+    def run(kernels):
+        return jax.vjp(lambda x, k: kernels.depthwise_conv(x, k, stride, 1), x, kernel)
+
+    cpu, cpu_vjp = run(CPU_KERNELS)
+    xla, xla_vjp = run(XLA_KERNELS)
+    assert cpu.shape == xla.shape == (2, (height - 1) // stride + 1, (width - 1) // stride + 1, channels * multiplier)
+    # float32, values ~N(0, 1): sums of 9 products agree to 1e-5; the gradients (sums over the
+    # batch and the image, in another order) to 1e-4.
+    np.testing.assert_allclose(cpu, xla, rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(rng.normal(size=cpu.shape), jnp.float32)
+    for got, want in zip(cpu_vjp(cotangent), xla_vjp(cotangent)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
+def test_depthwise_kernel_shape_is_checked(kernels):
+    with pytest.raises(ValueError, match="does not fit 4 input channels"):
+        kernels.depthwise_conv(jnp.zeros((1, 5, 5, 4)), jnp.zeros((3, 3, 1, 6)))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3x3 / 2 max pool
+
+
+@pytest.mark.parametrize("height, width", [(8, 10), (9, 7)])
+def test_max_pool_forms_agree_in_values_and_gradients(height, width):
+    rng = np.random.default_rng(height)
+    x = jnp.asarray(rng.normal(size=(2, height, width, 3)), jnp.float32)
+    cpu, cpu_vjp = jax.vjp(CPU_KERNELS.max_pool_3x3_s2, x)
+    xla, xla_vjp = jax.vjp(XLA_KERNELS.max_pool_3x3_s2, x)
+    assert cpu.shape == (2, (height - 1) // 2 + 1, (width - 1) // 2 + 1, 3)
+    np.testing.assert_array_equal(cpu, xla)  # a max selects, nothing is rounded
+    cotangent = jnp.asarray(rng.normal(size=cpu.shape), jnp.float32)
+    # Each input gathers at most four copies of the cotangent: float32 sums, agree to 1e-6.
+    np.testing.assert_allclose(cpu_vjp(cotangent)[0], xla_vjp(cotangent)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum(kernels):
+    """A constant input makes every window a tie. PyTorch sends each output's gradient to its
+    window's first (top-left) element; the CPU form does so by construction, XLA's form through
+    select-and-scatter with jax's ``>=`` selector, which keeps the first of equal values."""
+    (grad,) = jax.vjp(kernels.max_pool_3x3_s2, jnp.ones((1, 5, 5, 1)))[1](jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1))
+    # Output (i, j) reads rows 2i-1..2i+1 and columns 2j-1..2j+1 (row/column -1 is padding, never
+    # the max): its first maximum is pixel (max(2i-1, 0), max(2j-1, 0)).
+    expected = np.zeros((5, 5))
+    for i in range(3):
+        for j in range(3):
+            expected[max(2 * i - 1, 0), max(2 * j - 1, 0)] += 3 * i + j + 1
+    np.testing.assert_array_equal(grad[0, :, :, 0], expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# OHEM's k-th largest loss
+
+
+@pytest.mark.parametrize("k", [1, 7, 300, 500, 699, 700, 1000])
+def test_kth_largest_forms_agree_with_a_sort_with_ties_and_zeros(k):
+    rng = np.random.default_rng(k)
+    values = rng.exponential(size=1000).astype(np.float32)
+    values[:300] = 0.0  # ignored pixels
+    values[300:340] = values[500]  # a block of ties around the middle
+    want = np.sort(values)[::-1][k - 1]
+    for kernels in (CPU_KERNELS, XLA_KERNELS):  # both exact: no tolerance
+        assert float(jax.jit(kernels.kth_largest)(jnp.asarray(values), jnp.int32(k))) == want, kernels.name
+
+
+def test_kth_largest_of_zero_is_infinite_in_both_forms():
+    """k = 0 (OHEM with fewer than 16 valid pixels) selects nothing: +inf is above every value."""
+    values = jnp.asarray([0.0, 1.0, 2.0])
+    for kernels in (CPU_KERNELS, XLA_KERNELS):
+        assert float(kernels.kth_largest(values, jnp.int32(0))) == np.inf, kernels.name
+
+
+# ---------------------------------------------------------------------------------------------
+# The choice: per backend, by name, and what a model traces
+
+
+@pytest.mark.parametrize("backend, name", [("cpu", "cpu"), ("gpu", "xla"), ("tpu", "xla"), ("cuda", "xla"),
+                                           ("rocm", "xla"), ("METAL", "xla")])
+def test_default_kernels_per_backend(backend, name):
+    assert default_kernels(backend).name == name
+
+
+def test_default_kernels_follow_this_process_backend():
+    assert default_kernels() is default_kernels(jax.default_backend())
+    assert get_kernels("auto") is default_kernels()
+
+
+def test_kernels_by_name_and_unknown_names():
+    assert get_kernels("cpu") is CPU_KERNELS and get_kernels("xla") is XLA_KERNELS
+    assert get_kernels(CPU_KERNELS) is CPU_KERNELS
+    assert repr(CPU_KERNELS) == "Kernels(name='cpu')"
+    with pytest.raises(ValueError, match="unknown kernels 'gpu'; expected 'auto', 'cpu' or 'xla'"):
+        get_kernels("gpu")
+
+
+def test_every_bundle_has_every_op():
+    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest"}
+    for kernels in (CPU_KERNELS, XLA_KERNELS):
+        assert isinstance(kernels, Kernels)
+        assert all(callable(getattr(kernels, op)) for op in ops)
+
+
+def test_create_model_resolves_auto_once_at_construction():
+    assert create_model("bisenetv2", 19).kernels is default_kernels()
+    assert create_model("bisenetv2", 19, kernels="xla").kernels is XLA_KERNELS
+    assert create_model("bisenetv1_x39", 19, kernels=CPU_KERNELS).kernels is CPU_KERNELS
+    with pytest.raises(ValueError, match="unknown kernels"):
+        create_model("bisenetv2", 19, kernels="gpu")
+
+
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_a_model_with_either_bundle_copies_and_pickles(kernels):
+    model = create_model("bisenetv1_x39", 19, kernels=kernels)
+    assert copy.deepcopy(model) == model and copy.deepcopy(model).kernels is model.kernels
+    assert pickle.loads(pickle.dumps(model)).kernels is get_kernels(kernels)
+
+
+def _count_primitive(jaxpr, name: str) -> int:
+    """Equations named ``name`` in ``jaxpr`` and every jaxpr nested in it (jit, cond, scans...)."""
+    return sum((eqn.primitive.name == name) + sum(_count_primitive(sub, name)
+                                                  for sub in jax_core.jaxprs_in_params(eqn.params))
+               for eqn in jaxpr.eqns)
+
+
+def _forward_and_grad_jaxpr(model):
+    x = jnp.zeros((1, 64, 64, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+
+    def forward_and_grad(variables, x):
+        def loss(params):
+            (logits, aux), _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                                           rngs={"dropout": jax.random.key(0)})
+            return logits.sum() + sum(a.sum() for a in aux)
+
+        return model.apply(variables, x, train=False), jax.grad(loss)(variables["params"])
+
+    return jax.make_jaxpr(forward_and_grad)(variables, x).jaxpr, variables
+
+
+# A max pool in every model (ResNet and Xception stems, the V2 stem block); depthwise convolutions
+# in X39 (51) and V2 (16).
+@pytest.mark.parametrize("name", ["bisenetv1_r18", "bisenetv1_x39", "bisenetv2"])
+def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name):
+    xla_jaxpr, variables = _forward_and_grad_jaxpr(create_model(name, 19, kernels="xla"))
+    assert _count_primitive(xla_jaxpr, "custom_vjp_call") == 0
+    assert _count_primitive(xla_jaxpr, "select_and_scatter_add") == 1  # XLA's max pool gradient
+
+    cpu_jaxpr, _ = _forward_and_grad_jaxpr(create_model(name, 19, kernels="cpu"))
+    depthwise = [path for path, leaf in traverse_util.flatten_dict(variables["params"]).items()
+                 if path[-1] == "kernel" and leaf.shape[2] == 1]  # (k, k, 1, C * m): one input channel per group
+    # The eval forward traces each CPU kernel once as a custom_vjp (under grad the forward and
+    # backward are inlined): every depthwise convolution and the max pool got the CPU forms.
+    assert _count_primitive(cpu_jaxpr, "custom_vjp_call") == len(depthwise) + 1
+    assert _count_primitive(cpu_jaxpr, "select_and_scatter_add") == 0
