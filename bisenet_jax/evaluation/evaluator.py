@@ -255,13 +255,13 @@ def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: i
                 local_variables = _local_copy(variables)
             result = (confusion, eval_step(local_variables, images, labels))  # dispatched asynchronously
         if pending is not None:  # read the previous batch while this one runs
-            pending[0] += metrics_lib.to_host(pending[1])
+            np.add(pending[0], metrics_lib.to_host(pending[1]), out=pending[0])  # accumulate in place
             bar.set_postfix(mIoU=f"{100 * metrics_lib.compute_metrics(confusion + global_confusion)['miou']:.2f}")
         pending = result
         num_images += sum(1 for i in batch["id"] if i != "") if "id" in batch else count
         bar.update(count)
     if pending is not None:
-        pending[0] += metrics_lib.to_host(pending[1])
+        np.add(pending[0], metrics_lib.to_host(pending[1]), out=pending[0])
     bar.close()
     totals = metrics_lib.sum_across_processes(np.append(confusion.reshape(-1), num_images))
     confusion = totals[:-1].reshape(num_classes, num_classes) + global_confusion

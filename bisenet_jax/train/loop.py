@@ -26,7 +26,7 @@ from bisenet_jax import checkpoints
 from bisenet_jax import data as data_lib
 from bisenet_jax.evaluation import evaluator
 from bisenet_jax.evaluation.predict import Predictor, colorize
-MIN_INPUT_SIZE = 32  # TEMP
+from bisenet_jax.models import MIN_INPUT_SIZE
 from bisenet_jax.train import monitoring
 from bisenet_jax.train.initialise import initial_state
 from bisenet_jax.train.setup import TrainSetup, create_train_setup

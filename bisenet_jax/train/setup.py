@@ -39,9 +39,8 @@ class TrainSetup:
 
 
 def build_model(config) -> nn.Module:
-    options = {"kernels": config.model.kernels} if "kernels" in config.model else {}  # TEMP until kernels land
     return create_model(config.model.name, config.model.num_classes, dtype=config.model.dtype,
-                        aux_heads=config.model.aux_heads, **options)
+                        aux_heads=config.model.aux_heads, kernels=config.model.kernels)
 
 
 def create_train_setup(config, *, ignore_label: int) -> TrainSetup:
@@ -64,5 +63,5 @@ def create_train_setup(config, *, ignore_label: int) -> TrainSetup:
     shardings = jax.tree_util.tree_map(lambda _: replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=shardings)(init_rng)
     train_step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule,
-                                    ignore_label)
+                                    ignore_label, kernels=model.kernels)
     return TrainSetup(mesh, model, state, shardings, schedule, train_step, batch_sharding(mesh))

@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bisenet_jax.models.kernels import Kernels
 from bisenet_jax.train.losses import segmentation_loss
 
 
 def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: float, ohem_thresh: float,
-               schedule):
+               schedule, kernels: Kernels | str = "auto"):
     """One SGD step on a global batch {"image": (B, h, w, 3) float32, "label": (B, h, w) int32}.
 
     A non-finite loss leaves the state unchanged (``finite`` is reported), so the caller can stop
@@ -24,7 +25,8 @@ def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: f
             {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
             mutable=["batch_stats"], rngs={"dropout": dropout_rng})
         total, terms = segmentation_loss(logits, aux_logits, batch["label"], name=loss_name,
-                                         ignore_label=ignore_label, aux_weight=aux_weight, ohem_thresh=ohem_thresh)
+                                         ignore_label=ignore_label, aux_weight=aux_weight, ohem_thresh=ohem_thresh,
+                                         kernels=kernels)
         return total, (updates["batch_stats"], terms)
 
     (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -36,10 +38,14 @@ def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: f
     return new_state, metrics
 
 
-def compile_train_step(config, state_shardings, data_sharding, replicated_sharding, schedule, ignore_label: int):
-    """jit the step on the mesh: state replicated and donated, batch sharded over ``data``."""
+def compile_train_step(config, state_shardings, data_sharding, replicated_sharding, schedule, ignore_label: int,
+                       kernels: Kernels | str = "auto"):
+    """jit the step on the mesh: state replicated and donated, batch sharded over ``data``.
+
+    ``kernels`` is the model's bundle, so that the loss (OHEM's selection) makes the model's choice.
+    """
     step = functools.partial(train_step, loss_name=config.loss.name, ignore_label=ignore_label,
                              aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
-                             schedule=schedule)
+                             schedule=schedule, kernels=kernels)
     return jax.jit(step, in_shardings=(state_shardings, data_sharding),
                    out_shardings=(state_shardings, replicated_sharding), donate_argnums=(0,))

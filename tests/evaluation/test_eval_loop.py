@@ -108,3 +108,47 @@ def test_repeated_evaluations_reuse_one_compiled_eval_step(tiny_model, split):
     second = evaluator.evaluate(model, variables, batches, 4, IGNORE, evaluator.default_eval_config(), progress=False)
     assert step._cache_size() == compiled_before >= 1
     assert second["miou"] == first["miou"]
+
+
+def test_evaluation_sharded_over_a_mesh_equals_the_local_evaluation(tiny_model, split):
+    # What the training loop does: global batches over the mesh (padded to a multiple of its devices).
+    model, variables = tiny_model
+    images, labels = split
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    replicated = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    local = evaluator.evaluate(model, variables, make_batches(images, labels, [2, 1]), 4, IGNORE, progress=False)
+    sharded = evaluator.evaluate(model, replicated, make_batches(images, labels, [2, 1]), 4, IGNORE,
+                                 progress=False, sharding=sharding)
+    assert sharded["confusion_matrix"] == local["confusion_matrix"]
+    assert sharded["num_images"] == local["num_images"] == 3
+
+
+def test_evaluation_sharded_over_four_devices_equals_one_device():
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, numpy as np, sys; sys.path.insert(0, %r)\n"
+        "from conftest import tiny_model_and_variables\n"
+        "from bisenet_jax.evaluation import evaluator\n"
+        "model, variables = tiny_model_and_variables()\n"
+        "rng = np.random.default_rng(0)\n"
+        "images = rng.standard_normal((5, 40, 56, 3)).astype(np.float32)\n"
+        "labels = rng.integers(0, 4, (5, 40, 56)).astype(np.int32)\n"
+        "batches = lambda: [{'image': images[:3], 'label': labels[:3]}, {'image': images[3:], 'label': labels[3:]}]\n"
+        "mesh = jax.make_mesh((4,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))\n"
+        "sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))\n"
+        "a = evaluator.evaluate(model, variables, batches(), 4, 255, progress=False)\n"
+        "b = evaluator.evaluate(model, jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),"
+        " batches(), 4, 255, progress=False, sharding=sharding)\n"
+        "assert a['confusion_matrix'] == b['confusion_matrix'], (a['confusion_matrix'], b['confusion_matrix'])\n"
+        "assert a['num_images'] == b['num_images'] == 5\n"
+        "print('ok', sum(map(sum, a['confusion_matrix'])))\n"
+    ) % str(pathlib.Path(__file__).parent)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["ok", str(5 * 40 * 56)]

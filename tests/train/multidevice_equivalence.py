@@ -10,8 +10,7 @@ import numpy as np
 
 from bisenet_jax.data import DemoSource, get_dataset_info
 from bisenet_jax.train.config import base_config
-from bisenet_jax.train.state import batch_sharding, build_model, create_mesh, create_train_state, replicated
-from bisenet_jax.train.step import compile_train_step
+from bisenet_jax.train.setup import create_train_setup
 
 
 def run(num_devices: int, model_name: str, loss_name: str, batches: list[dict], dtype: str, size: int) -> tuple[list[float], dict]:
@@ -23,14 +22,15 @@ def run(num_devices: int, model_name: str, loss_name: str, batches: list[dict], 
     config.optimizer.total_steps = 100
     config.optimizer.lr = 0.01
     config.loss.name = loss_name
-    mesh = create_mesh(num_devices)
-    model = build_model(config)
-    state, schedule, shardings = create_train_state(config, model, mesh, jax.random.PRNGKey(0), (1, size, size, 3))
-    step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule, ignore_label=255)
+    config.mesh.num_devices = num_devices
+    config.train.batch_size = len(batches[0]["image"])
+    config.data.crop_size = (size, size)
+    setup = create_train_setup(config, ignore_label=255)
+    state = setup.state
     losses = []
     for batch in batches:
-        global_batch = jax.device_put(batch, batch_sharding(mesh))
-        state, metrics = step(state, global_batch)
+        global_batch = jax.device_put(batch, setup.batch_sharding)
+        state, metrics = setup.train_step(state, global_batch)
         losses.append(float(metrics["loss"]))
     return losses, jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
 
