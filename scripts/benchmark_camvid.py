@@ -4,6 +4,7 @@
   export BISENET_CAMVID_ROOT=/data/camvid  # instead of --root
   python scripts/benchmark_camvid.py --model v2 --budget-minutes 30 --workdir runs/camvid_bench_v2
   python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.01 --workdir runs/r18_lr0.01  # tuning
+  python scripts/benchmark_camvid.py --model v2 --seeds 3  # mean, std, min and max of val mIoU over 3 seeds
 
 Trains the model's CPU recipe (bisenet_jax/benchmarks/recipes.py, what configs/camvid_<model>_cpu.py
 return) from scratch on the train split for --budget-minutes (the schedule fitted to the budget after
@@ -56,15 +57,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=0.02 (repeatable; for tuning on val)")
     parser.add_argument("--overwrite", action="store_true", help="delete a non-empty --workdir first")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="run the benchmark with seeds 0..N-1 (workdir/seed_<s>) and report the mean, std, min "
+                             "and max of val mIoU per side (default: one run with the recipe's seed)")
     args = parser.parse_args(argv)
 
     config = camvid.load_config(args.model, args.root, args.config or None)
     camvid.apply_overrides(config, args.set)
     sides = ("torch",) if args.torch_only else ("jax", "torch") if args.compare_torch else ("jax",)
     workdir = args.workdir or f"runs/benchmark_camvid/{args.model}"
-    result = camvid.run_benchmark(config, workdir, model=args.model, budget_minutes=args.budget_minutes, sides=sides,
-                                  steps=args.steps, calibration_steps=args.calibration_steps,
-                                  torch_threads=args.torch_threads, overwrite=args.overwrite)
+    options = dict(model=args.model, budget_minutes=args.budget_minutes, sides=sides, steps=args.steps,
+                   calibration_steps=args.calibration_steps, torch_threads=args.torch_threads,
+                   overwrite=args.overwrite)
+    if args.seeds:
+        result = camvid.run_seeds(config, workdir, list(range(args.seeds)), **options)
+        print()
+        print(camvid.format_seed_spread(result["spread"]))
+        print(f"\nwrote {pathlib.Path(workdir).absolute() / 'seeds.json'}")
+        return 0
+    result = camvid.run_benchmark(config, workdir, **options)
     print()
     print(camvid.format_report(result))
     print(f"\nwrote {pathlib.Path(workdir).absolute() / 'results.json'}")

@@ -33,9 +33,10 @@ import json
 import pathlib
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ml_collections
+import numpy as np
 
 from bisenet_jax import data as data_lib
 from bisenet_jax.benchmarks import machine
@@ -360,6 +361,45 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
         result["warning"] = busy_machine_warning(result)
         evaluator.save_results(result, workdir / "results.json")  # strict JSON, NaN as null
     return result
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, seeds: Sequence[int],
+              **benchmark_options: Any) -> dict[str, Any]:
+    """:func:`run_benchmark` once per seed (``workdir/seed_<s>``, the seed of both sides' weights and
+    batches); returns the runs and, per side, the spread of the final val mIoU (``seeds.json`` too)."""
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"--seeds needs distinct seeds, got {list(seeds)}")
+    workdir = pathlib.Path(workdir).absolute()
+    runs = {}
+    for seed in seeds:
+        seeded = config.copy_and_resolve_references()
+        seeded.train.seed = int(seed)
+        runs[int(seed)] = run_benchmark(seeded, workdir / f"seed_{seed}", **benchmark_options)
+    result = {"seeds": [int(s) for s in seeds], "spread": seed_spread(runs), "runs": runs}
+    evaluator.save_results(result, workdir / "seeds.json")
+    return result
+
+
+def seed_spread(runs: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per side: mean, sample std (0 for one seed), min and max of the final val mIoU over the seeds."""
+    spread = {}
+    for side in ("jax", "torch"):
+        values = {seed: float(run[side]["miou"]) for seed, run in runs.items() if side in run}
+        if values:
+            v = np.asarray(list(values.values()))
+            spread[side] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                            "min": float(v.min()), "max": float(v.max()), "per_seed": values}
+    return spread
+
+
+def format_seed_spread(spread: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for side, s in spread.items():
+        pct = {k: _pct(s[k]).strip() for k in ("mean", "min", "max")}
+        per_seed = ", ".join(f"{seed}: {_pct(m).strip()}" for seed, m in s["per_seed"].items())
+        lines.append(f"{side:>5} val mIoU over {len(s['per_seed'])} seeds: mean {pct['mean']}, std "
+                     f"{100 * s['std']:.2f} points, min {pct['min']}, max {pct['max']} ({per_seed})")
+    return "\n".join(lines)
 
 
 def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, log):

@@ -189,3 +189,32 @@ def test_fit_num_steps_spends_the_budget_left_after_compilation(tiny_camvid):
     assert camvid.fit_num_steps(calibration, budget_minutes=10.0) == math.floor(camvid.SAFETY * (600 - 30) / 2.0)
     with pytest.raises(ValueError, match="budget"):
         camvid.fit_num_steps(calibration, budget_minutes=0.5)
+
+
+def test_seed_sweep_runs_each_seed_in_its_own_folder_and_reports_the_spread(tiny_camvid, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run(config, workdir, **options):
+        seen.append((config.train.seed, workdir.name, options["sides"]))
+        miou = {0: 0.40, 1: 0.44, 2: 0.39}[config.train.seed]
+        return {"jax": {"miou": miou}, "torch": {"miou": miou - 0.01}}
+
+    monkeypatch.setattr(camvid, "run_benchmark", fake_run)
+    config = tiny_config(tiny_camvid)
+    result = camvid.run_seeds(config, tmp_path, [0, 1, 2], sides=("jax", "torch"))
+    assert seen == [(0, "seed_0", ("jax", "torch")), (1, "seed_1", ("jax", "torch")), (2, "seed_2", ("jax", "torch"))]
+    assert config.train.seed == 0  # the caller's config is not changed
+    jax_spread = result["spread"]["jax"]
+    assert jax_spread["mean"] == pytest.approx(0.41)
+    assert jax_spread["std"] == pytest.approx(np.std([0.40, 0.44, 0.39], ddof=1))
+    assert (jax_spread["min"], jax_spread["max"]) == (0.39, 0.44)
+    assert result["spread"]["torch"]["mean"] == pytest.approx(0.40)
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["seeds"] == [0, 1, 2] and saved["spread"]["jax"]["max"] == 0.44
+    report = camvid.format_seed_spread(result["spread"])
+    assert "jax val mIoU over 3 seeds: mean 41.00, std 2.65 points, min 39.00, max 44.00" in report
+
+
+def test_seed_sweep_refuses_repeated_seeds(tiny_camvid, tmp_path):
+    with pytest.raises(ValueError, match="distinct seeds"):
+        camvid.run_seeds(tiny_config(tiny_camvid), tmp_path, [1, 1])
