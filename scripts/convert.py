@@ -8,7 +8,8 @@ r"""Convert between bisenet_jax checkpoints, PyTorch state_dicts and ONNX.
   # scripts/evaluate.py --checkpoint, scripts/predict.py)
   python scripts/convert.py from-torch --input model_final_v2_city.pth --output models/v2_city --dataset cityscapes
 
-  # JAX checkpoint or PyTorch file -> ONNX (opset 17, dynamic batch), checked against JAX with onnxruntime
+  # JAX checkpoint or PyTorch file -> ONNX at a fixed size (opset 17, dynamic batch), checked against
+  # JAX with onnxruntime; scripts/export.py writes ONNX with dynamic height and width, TFLite, StableHLO
   python scripts/convert.py onnx --checkpoint runs/cs_r18 --output r18.onnx --height 1024 --width 2048
 
 The model is read from the checkpoint (for PyTorch files: --model, else the safetensors metadata,
@@ -36,9 +37,11 @@ def _from_torch(args) -> None:
 
 
 def _onnx(args) -> int:
-    from bisenet_jax.convert.commands import export_to_onnx
-    result = export_to_onnx(args.checkpoint, args.output, input_size=(args.height, args.width), opset=args.opset,
-                            model_name=args.model, check=not args.no_check)
+    from bisenet_jax.convert.commands import load_any
+    from bisenet_jax.export import export_variables
+    variables, info = load_any(args.checkpoint, args.model)
+    result = export_variables(variables, info, "onnx", args.output, size=(args.height, args.width), opset=args.opset,
+                              check=not args.no_check)
     print(f"wrote {args.output}: {result['model_name']}, {result['num_classes']} classes, input (N, 3, "
           f"{args.height}, {args.width}), opset {args.opset}")
     if "max_relative_error" in result:

@@ -1,8 +1,9 @@
 """Conversion between bisenet_jax variables and PyTorch state_dicts (torch only where needed).
 
 Importing this package does not import torch: the PyTorch modules live in
-``bisenet_jax.convert.torch_models`` (``build_torch_model``) and ONNX export in
-``bisenet_jax.convert.torch_onnx``; ``.pth`` files need torch, ``.safetensors`` files do not.
+``bisenet_jax.convert.torch_models`` (``build_torch_model``); ``.pth`` files need torch,
+``.safetensors`` files do not. Deployment formats (ONNX, TFLite, StableHLO) are in
+:mod:`bisenet_jax.export`, which uses the PyTorch models for ONNX.
 
 Each module uses only those listed before it (no import circle):
 
@@ -12,7 +13,6 @@ Each module uses only those listed before it (no import circle):
     files            .pth / .pt / .safetensors files -> flat numpy state_dicts
     torch_backbones  PyTorch layers, ResNet, Xception39 (torch)
     torch_models     PyTorch BiSeNetV1/V2, and models holding given weights (torch)
-    torch_onnx       ONNX through the PyTorch models, fixed H and W (torch, onnx)
     commands         what ``scripts/convert.py`` runs
 """
 from __future__ import annotations

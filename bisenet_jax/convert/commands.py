@@ -1,4 +1,4 @@
-"""The operations behind ``scripts/convert.py``: JAX checkpoints <-> PyTorch files, and ONNX.
+"""The operations behind ``scripts/convert.py``: JAX checkpoints <-> PyTorch files.
 
 JAX checkpoints are what :mod:`bisenet_jax.checkpoints` reads and writes (a model directory from
 ``save_model`` or a training workdir); PyTorch files are ``.pth`` / ``.pt`` / ``.safetensors``
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any
 
 from bisenet_jax.convert.files import (SAFETENSORS_SUFFIX, TORCH_SUFFIXES, load_torch_checkpoint,
                                        read_safetensors_metadata, save_torch_checkpoint)
@@ -68,40 +67,3 @@ def load_any(path: str | os.PathLike, model_name: str | None = None) -> tuple[di
         return load_torch_file(path, model_name)
     from bisenet_jax.checkpoints import load_model
     return load_model(path)
-
-
-def export_to_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, *, input_size=(512, 1024),
-                   opset: int = 17, model_name: str | None = None, check: bool = True) -> dict[str, Any]:
-    """JAX checkpoint or PyTorch file -> ONNX; with ``check``, compares onnxruntime with JAX on a random batch."""
-    import numpy as np
-    from bisenet_jax.convert.torch_onnx import export_onnx, onnx_logits
-    variables, info = load_any(checkpoint, model_name)
-    metadata = _onnx_metadata(info)
-    export_onnx(variables, info["model_name"], output, input_size=input_size, opset=opset, metadata=metadata)
-    result: dict[str, Any] = {**info, "input_size": tuple(input_size), "opset": opset}
-    if check:
-        import jax
-        from bisenet_jax.models import create_model
-        images = np.random.default_rng(0).standard_normal((1, *input_size, 3)).astype(np.float32)
-        model = create_model(info["model_name"], int(info["num_classes"]))
-        expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
-        got = onnx_logits(output, images)
-        result["max_relative_error"] = float(np.abs(got - expected).max() / np.abs(expected).max())
-    return result
-
-
-def _onnx_metadata(info: dict) -> dict[str, str]:
-    metadata = {"model_name": str(info["model_name"]), "num_classes": str(info["num_classes"]),
-                "input": "image: float32 (N, 3, H, W) RGB, (x / 255 - mean) / std",
-                "output": "logits: float32 (N, num_classes, H, W)"}
-    if info.get("dataset"):
-        metadata["dataset"] = str(info["dataset"])
-        try:
-            from bisenet_jax.data import get_dataset_info
-            dataset = get_dataset_info(info["dataset"])
-            metadata["mean"] = ",".join(f"{v:g}" for v in dataset.mean)
-            metadata["std"] = ",".join(f"{v:g}" for v in dataset.std)
-            metadata["class_names"] = ",".join(dataset.class_names)
-        except (ValueError, KeyError):
-            pass
-    return metadata

@@ -42,21 +42,32 @@ def make_conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride:
 
 
 def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest resize to ``size``: pixel repetition at integer factors, half-pixel sampling otherwise."""
+    """Nearest resize to ``size``: pixel repetition at integer factors, half-pixel sampling otherwise.
+
+    Half-pixel sampling ("nearest-exact") equals repetition at integer factors and the identity at
+    the same size, so under ``torch.export`` with symbolic sizes it is the one form used: the
+    shortcuts below need concrete sizes.
+    """
     h, w = x.shape[-2:]
-    out_h, out_w = int(size[0]), int(size[1])
-    if (h, w) == (out_h, out_w):
-        return x
-    if out_h % h == 0 and out_w % w == 0:
-        return F.interpolate(x, size=(out_h, out_w), mode="nearest")
+    out_h, out_w = size[0], size[1]
+    if _concrete(h, w, out_h, out_w):
+        if (h, w) == (out_h, out_w):
+            return x
+        if out_h % h == 0 and out_w % w == 0:
+            return F.interpolate(x, size=(out_h, out_w), mode="nearest")
     return F.interpolate(x, size=(out_h, out_w), mode="nearest-exact")
 
 
 def upsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize with half-pixel centres (``align_corners=False``), no antialiasing."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    if _concrete(*x.shape[-2:], *size) and tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+
+
+def _concrete(*sizes) -> bool:
+    """True for plain ints; False for ``torch.SymInt`` sizes (export with dynamic height and width)."""
+    return all(isinstance(s, int) for s in sizes)
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
