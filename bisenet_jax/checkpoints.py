@@ -21,7 +21,10 @@ manager.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import pathlib
+import re
 from typing import Any, Callable, Mapping
 
 import grain
@@ -76,7 +79,47 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, 
     if data_iter is not None:
         items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     metrics = {BEST_METRIC: float(val_miou)} if val_miou is not None else None
-    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    try:  # a synchronous save fails here; an asynchronous one at the next save or wait_for_saves
+        manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    except Exception as error:
+        raise save_error(manager, error, state_nbytes(state)) from error
+
+
+def wait_for_saves(manager: ocp.CheckpointManager, needed_bytes: int | None = None) -> None:
+    """Wait for pending (asynchronous) saves; a failed save becomes one :class:`CheckpointError` that
+    says why, how much a step needs and which step is the last complete one."""
+    try:
+        manager.wait_until_finished()
+    except Exception as error:
+        raise save_error(manager, error, needed_bytes) from error
+
+
+def save_error(manager: ocp.CheckpointManager, error: BaseException, needed_bytes: int | None) -> CheckpointError:
+    text = " ".join(str(e) for e in _chain(error))
+    codes = {int(c) for c in re.findall(r"os_error_code='?(\d+)", text)}
+    codes |= {e.errno for e in _chain(error) if isinstance(e, OSError) and e.errno}
+    full = codes & _STORAGE_FULL_ERRNOS or re.search(r"No space left|Disk quota|File too large", text)
+    try:
+        manager.reload()
+        latest = manager.latest_step()
+    except Exception:  # the directory itself may be unreadable now
+        latest = None
+    kept = (f"the last complete step, {latest}, is intact" if latest is not None
+            else "no complete step exists yet")
+    size = f"; a step needs about {needed_bytes / 1e6:.0f} MB" if needed_bytes else ""
+    reason = ("the file system is full or over its quota (" + ", ".join(os.strerror(c) for c in sorted(codes)) + ")"
+              if full else _short(error))
+    return CheckpointError(f"saving a checkpoint to {manager.directory} failed: {reason}{size}; {kept}. "
+                           "Free space (or raise the quota) and run the same command to resume.")
+
+
+_STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _chain(error: BaseException):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
@@ -237,6 +280,11 @@ def load_model(path: str | pathlib.Path, step: int | None = None) -> tuple[dict,
     info.setdefault("step", step)
     variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
     return jax.tree_util.tree_map(np.asarray, variables), info
+
+
+def state_nbytes(tree: Any) -> int:
+    """Bytes of the arrays of a state: about what one checkpoint step takes on disk."""
+    return int(sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def _short(error: BaseException, limit: int = 300) -> str:

@@ -23,14 +23,22 @@ def run(main: Callable[[list[str]], None]) -> None:
     app.run(lambda argv: _guarded(main, argv))
 
 
+def _verbose() -> bool:
+    verbose = flags.FLAGS.verbose if flags.FLAGS.is_parsed() else "--verbose" in sys.argv
+    return verbose or os.environ.get("BISENET_VERBOSE", "") not in ("", "0")
+
+
 def _guarded(main, argv):
     try:
         return main(argv)
     except USER_ERRORS as error:
-        if flags.FLAGS.verbose or os.environ.get("BISENET_VERBOSE", "") not in ("", "0"):
+        if _verbose():
             raise
         message = str(error).strip() or type(error).__name__
         if isinstance(error, KeyError) and message.startswith(("'", '"')):
             message = message[1:-1]
         print(f"error: {message}\n(run with --verbose for the traceback)", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.stdout.flush()
+        # Skip the interpreter's teardown: after a failed asynchronous save, background threads of the
+        # checkpointing library would otherwise print pages of secondary errors ("Event loop is closed").
+        os._exit(1)

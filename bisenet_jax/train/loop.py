@@ -74,12 +74,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     data_iter = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
     manager = checkpoints.create_manager(workdir / checkpoints.CHECKPOINTS_DIR, keep=config.train.keep_checkpoints,
                                          async_save=config.train.async_checkpointing)
-    with contextlib.closing(manager):  # on any exit: pending saves finish, then the manager closes
+    try:
+        state, data_iter = initial_state(config, setup, manager, data_iter, log=_log)
+        return _train(config, workdir, setup, state, data_iter, manager, info)
+    finally:  # on any exit: pending saves finish (or fail with one clear error), then the manager closes
         try:
-            state, data_iter = initial_state(config, setup, manager, data_iter, log=_log)
-            return _train(config, workdir, setup, state, data_iter, manager, info)
+            checkpoints.wait_for_saves(manager, needed_bytes=checkpoints.state_nbytes(setup.state))
         finally:
-            manager.wait_until_finished()
+            with contextlib.suppress(Exception):  # already reported above if saving failed
+                manager.close()
 
 
 def validate(config, workdir: pathlib.Path):
@@ -199,7 +202,7 @@ def _flush_metrics(pending: list, manager) -> dict[str, float]:
     for (step, _), values in zip(pending, fetched):
         if not bool(values["finite"]):
             pending.clear()
-            manager.wait_until_finished()  # a save still in flight must land before we name it
+            checkpoints.wait_for_saves(manager)  # a save still in flight must land before we name it
             saved = manager.latest_step()
             where = (f"the last good checkpoint is step {saved} in {manager.directory}" if saved is not None
                      else "no checkpoint had been written yet")

@@ -161,3 +161,23 @@ def test_two_runs_with_the_same_seed_give_bit_identical_parameters(finished, tmp
 def _mkdir(path: pathlib.Path) -> pathlib.Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_a_full_disk_during_an_async_save_ends_with_one_message_and_the_previous_step_intact(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).with_name("disk_full_run.py")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("BISENET_VERBOSE", None)
+    out = subprocess.run([sys.executable, str(script), str(CONFIGS / "tiny.py"), str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-2]
+    assert last.startswith(f"error: saving a checkpoint to {tmp_path / 'run' / 'checkpoints'} failed: the file "
+                           "system is full or over its quota (File too large); a step needs about "), last
+    assert "the last complete step, 2, is intact" in last
+    assert _steps(tmp_path / "run") == [2]
+    _, info = checkpoints.load_model(tmp_path / "run")
+    assert info["step"] == 2
