@@ -17,10 +17,7 @@ import flax.linen as nn
 from bisenet_jax.models.bisenetv1 import BiSeNetV1
 from bisenet_jax.models.bisenetv2 import BiSeNetV2
 from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS, Kernels, default_kernels, get_kernels
-from bisenet_jax.models.layers import ConvBNReLU, resize
-
-# Every model downsamples by 32 (V1's context path, V2's semantic branch): smaller inputs have no 1/32 feature.
-MIN_INPUT_SIZE = 32
+from bisenet_jax.models.layers import MIN_INPUT_SIZE, ConvBNReLU, resize
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "bisenetv1_r18": functools.partial(BiSeNetV1, backbone="resnet18"),
@@ -53,5 +50,5 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **options)
 
 
-__all__ = ["BiSeNetV1", "BiSeNetV2", "CPU_KERNELS", "ConvBNReLU", "Kernels", "XLA_KERNELS", "create_model",
-           "default_kernels", "get_kernels", "list_models", "resize"]
+__all__ = ["BiSeNetV1", "BiSeNetV2", "CPU_KERNELS", "ConvBNReLU", "Kernels", "MIN_INPUT_SIZE", "XLA_KERNELS",
+           "create_model", "default_kernels", "get_kernels", "list_models", "resize"]

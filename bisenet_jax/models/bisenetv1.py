@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
-from bisenet_jax.models.layers import Convolution, ConvBNReLU, batch_norm, resize, spatial_mean
+from bisenet_jax.models.layers import Convolution, ConvBNReLU, batch_norm, check_input, resize, spatial_mean
 from bisenet_jax.models.resnet import ResNet
 from bisenet_jax.models.xception import Xception39
 
@@ -148,7 +148,7 @@ class BiSeNetV1(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
-        _check_input(x)
+        check_input(x)
         out_size = x.shape[1:3]
         x = x.astype(self.dtype)
         context_1_8, context_1_16 = ContextPath(self.backbone, self.dtype, self.kernels, name="cp")(x, train)
@@ -171,9 +171,3 @@ class BiSeNetV1(nn.Module):
             aux = [aux16, aux32]
         return (logits, aux) if train else logits
 
-
-def _check_input(x: jax.Array) -> None:
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected an NHWC batch of RGB images (N, H, W, 3), got shape {tuple(x.shape)}")
-    if x.shape[1] < 32 or x.shape[2] < 32:  # side by side: decidable for symbolic dims (jax.export)
-        raise ValueError(f"input height and width must be at least 32 pixels, got {tuple(x.shape[1:3])}")

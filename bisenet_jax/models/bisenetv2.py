@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from bisenet_jax.models.bisenetv1 import _check_input
 from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
-from bisenet_jax.models.layers import (Convolution, ConvBNReLU, avg_pool_3x3_s2, batch_norm, kaiming_fan_out, resize,
-                                       spatial_mean)
+from bisenet_jax.models.layers import (Convolution, ConvBNReLU, avg_pool_3x3_s2, batch_norm, check_input,
+                                       kaiming_fan_out, resize, spatial_mean)
 
 Dtype = Any
 EXPANSION = 6
@@ -290,7 +289,7 @@ class BiSeNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
-        _check_input(x)
+        check_input(x)
         out_size = x.shape[1:3]
         x = x.astype(self.dtype)
         detail = DetailBranch(self.dtype, name="detail")(x, train)

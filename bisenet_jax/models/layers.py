@@ -135,3 +135,15 @@ def spatial_mean(x: jax.Array) -> jax.Array:
 def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """PyTorch ``AvgPool2d(3, stride=2, padding=1)`` with ``count_include_pad=True``."""
     return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=True)
+
+
+# Every model downsamples by 32 (V1's context path, V2's semantic branch): smaller inputs have no 1/32 feature.
+MIN_INPUT_SIZE = 32
+
+
+def check_input(x: jax.Array) -> None:
+    """An NHWC batch of RGB images of at least ``MIN_INPUT_SIZE`` pixels a side, or a clear error."""
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected an NHWC batch of RGB images (N, H, W, 3), got shape {tuple(x.shape)}")
+    if x.shape[1] < MIN_INPUT_SIZE or x.shape[2] < MIN_INPUT_SIZE:  # side by side: decidable for symbolic dims
+        raise ValueError(f"input height and width must be at least {MIN_INPUT_SIZE} pixels, got {tuple(x.shape[1:3])}")
