@@ -7,8 +7,9 @@ mIoU goes through the library evaluator (``bisenet_jax.evaluation.evaluator.eval
 image, one confusion matrix per split) with each exported model in place of the Flax module, on the
 dataset recorded in the file (``--data-root`` for datasets that live in a folder); ``--checkpoint``
 adds the JAX model itself as a row. Latency is the median wall time of ``--runs`` forward passes of
-one random (1, 3, H, W) image after ``--warmup`` passes, with the runtime's default threads; the
-machine's load average is printed with it (the figures mean little on a busy machine).
+one random (1, 3, H, W) image after ``--warmup`` passes, on ``--threads`` CPU threads (XLA uses
+its own pool for StableHLO); the machine's load average is printed with it (the figures mean little
+on a busy machine).
 """
 from __future__ import annotations
 
@@ -65,9 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", nargs="*", type=_size, default=[], metavar="HxW", help="latency sizes")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="onnxruntime / LiteRT CPU threads")
     args = parser.parse_args(argv)
     try:
-        models = [load_exported(path) for path in args.models]
+        models = [load_exported(path, threads=args.threads) for path in args.models]
     except (ExportError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {100 * value:6.2f}  {name}")
     if args.latency:
         print(f"latency, median of {args.runs} runs after {args.warmup} warm-up, batch 1, "
-              f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}:")
+              f"{args.threads} threads on {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}:")
         for height, width in args.latency:
             for path, model in zip(args.models, models):
                 print(f"  {height}x{width}  {latency_ms(model, height, width, args.runs, args.warmup):9.1f} ms  {path}")
