@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import pathlib
 import re
 from typing import Any, Callable, Mapping
 
@@ -32,6 +31,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
+
+from bisenet_jax import paths
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAIN_ITEMS = ("state", "data_iter", "meta")
@@ -51,10 +52,14 @@ def _best_fn(metrics: Mapping[str, float]) -> float:
     return metrics[BEST_METRIC]
 
 
-def create_manager(directory: str | pathlib.Path, *, keep: int = 3, async_save: bool = True,
+def create_manager(directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True,
                    read_only: bool = False, items: tuple[str, ...] = TRAIN_ITEMS) -> ocp.CheckpointManager:
-    """A manager over ``directory``: keeps the last ``keep`` steps and the best one by val mIoU."""
-    directory = pathlib.Path(directory).absolute()
+    """A manager over ``directory`` (local or ``gs://``): keeps the last ``keep`` steps and the best one by val mIoU.
+
+    On GCS, which has no atomic rename, orbax marks a finished step with a ``commit_success.txt``; a
+    step without it is not listed, and ``cleanup_tmp_directories`` removes it at the next start.
+    """
+    directory = paths.path(directory, absolute=True)
     if read_only:
         # Handlers registered up front so that item_metadata() can describe a step before any restore;
         # the state is read as a PyTree, which allows partial (params-only) restores.
@@ -211,10 +216,10 @@ def check_first_restorable(manager: ocp.CheckpointManager, expected_meta: Mappin
 # Model directories and params-only loads.
 
 
-def save_model(path: str | pathlib.Path, variables: Mapping[str, Any], *, model_name: str, num_classes: int,
-               dataset: str | None = None, extra: Mapping[str, Any] | None = None) -> pathlib.Path:
+def save_model(path: str | os.PathLike, variables: Mapping[str, Any], *, model_name: str, num_classes: int,
+               dataset: str | None = None, extra: Mapping[str, Any] | None = None) -> paths.Path:
     """Write ``variables`` ({"params", "batch_stats"}) and their description as a one-step model directory."""
-    path = pathlib.Path(path).absolute()
+    path = paths.path(path, absolute=True)
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"{path} already exists and is not empty; choose a new output directory")
     tree = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
@@ -225,12 +230,12 @@ def save_model(path: str | pathlib.Path, variables: Mapping[str, Any], *, model_
     return path
 
 
-def open_checkpoint(path: str | pathlib.Path) -> tuple[ocp.CheckpointManager, int]:
+def open_checkpoint(path: str | os.PathLike) -> tuple[ocp.CheckpointManager, int]:
     """(read-only manager, step) for a model directory, a training workdir or one of its step folders.
 
     The step is the best by validation mIoU when the run recorded one, else the latest.
     """
-    path = pathlib.Path(path).absolute()
+    path = paths.path(path, absolute=True)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint path {path} does not exist")
     candidates = [(path / CHECKPOINTS_DIR, None), (path, None)]
@@ -252,7 +257,7 @@ def open_checkpoint(path: str | pathlib.Path) -> tuple[ocp.CheckpointManager, in
         f"workdir ({CHECKPOINTS_DIR}/<step>) or one of its step folders")
 
 
-def load_model(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, dict]:
+def load_model(path: str | os.PathLike, step: int | None = None) -> tuple[dict, dict]:
     """``(variables, info)`` of a model directory, a training workdir or one of its steps.
 
     Only ``params`` and ``batch_stats`` are restored (a partial restore on targets built from the

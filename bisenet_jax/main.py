@@ -13,7 +13,8 @@ from bisenet_jax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs, metrics and predictions.")
+flags.DEFINE_string("workdir", None, "Folder or gs://bucket/path for checkpoints, TensorBoard logs, metrics and "
+                    "predictions (every process of a multi-host run passes the same one).")
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs without auto-detection.")
 flags.DEFINE_integer("num_processes", 0, "Number of processes (with --coordinator_address).")
 flags.DEFINE_integer("process_id", -1, "This process's index (with --coordinator_address).")

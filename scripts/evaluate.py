@@ -6,14 +6,12 @@ r"""Evaluate a checkpoint on a split: a per-class table on the console and a JSO
   python scripts/evaluate.py --config configs/cityscapes_bisenetv1_r18.py --checkpoint runs/cs_r18 \
       --config.eval.mode=ssc --config.eval.crop_size="(1024,1024)" --config.eval.stride=0.6667
 
---checkpoint is a model directory or a training workdir (its best step by validation mIoU, else
-the latest). The dataset, its root and the split come from the config (--config.data.root=...,
+--checkpoint is a model directory or a training workdir, local or gs:// (its best step by
+validation mIoU, else the latest). The dataset, its root and the split come from the config (--config.data.root=...,
 --config.eval.split=...). The JSON goes to --output, by default
 <checkpoint>/eval/<dataset>_<split>_<mode>.json. Multi-host: run the same command on every host.
 """
 from __future__ import annotations
-
-import pathlib
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -37,7 +35,9 @@ def main(argv):
     from bisenet_jax.train import distributed
     distributed.initialize()
 
-    from bisenet_jax import checkpoints, data
+    import jax
+
+    from bisenet_jax import checkpoints, data, paths
     from bisenet_jax.evaluation import evaluator
     from bisenet_jax.models import create_model
 
@@ -59,16 +59,18 @@ def main(argv):
     results = evaluator.evaluate(model, variables, batches, num_classes, dataset.ignore_label, config.eval,
                                  progress=FLAGS.progress, class_names=dataset.class_names,
                                  max_batches=FLAGS.max_batches or None)
-    results.update(checkpoint=str(pathlib.Path(FLAGS.checkpoint).absolute()), model=model_name,
+    results.update(checkpoint=str(paths.path(FLAGS.checkpoint, absolute=True)), model=model_name,
                    dataset=dataset.name, split=split, step=info.get("step"), dtype=str(config.model.dtype),
                    partial=bool(FLAGS.max_batches))
     print(f"{model_name} on {dataset.name} {split}" + (f" (step {info['step']})" if info.get("step") is not None else ""))
     print(evaluator.format_results(results))
     if FLAGS.max_batches:
         print(f"PARTIAL: only the first {FLAGS.max_batches} batches were evaluated (--max_batches)")
-    output = pathlib.Path(FLAGS.output) if FLAGS.output else (
-        pathlib.Path(FLAGS.checkpoint) / "eval" / f"{dataset.name}_{split}_{config.eval.mode}.json")
-    evaluator.save_results(results, output)
+    output = paths.path(FLAGS.output) if FLAGS.output else (
+        paths.path(FLAGS.checkpoint) / "eval" / f"{dataset.name}_{split}_{config.eval.mode}.json")
+    if jax.process_index() == 0:  # one writer; a local file, or one uploaded to gs://
+        with paths.staged_output(output) as local:
+            evaluator.save_results(results, local)
     print(f"results: {output}")
 
 

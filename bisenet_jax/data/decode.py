@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bisenet_jax import paths
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -85,11 +87,11 @@ def _read_image_pil(file: BinaryIO, name: str) -> np.ndarray:
 
 
 def _read_bytes(file: str | os.PathLike | BinaryIO, name: str) -> bytes:
-    """The bytes of a path or of a binary file object (from its current position)."""
+    """The bytes of a path (local or gs://) or of a binary file object (from its current position)."""
     try:
         if hasattr(file, "read"):
             return file.read()
-        with open(file, "rb") as stream:
+        with paths.path(file).open("rb") as stream:
             return stream.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"file not found: {name}") from None

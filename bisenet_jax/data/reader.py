@@ -20,14 +20,15 @@ import dataclasses
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
 
+from bisenet_jax import paths
 from bisenet_jax.data.decode import read_image, read_label
 from bisenet_jax.data.info import DatasetInfo, LabelMap
+from bisenet_jax.paths import Path
 
 
 class InvalidLabelWarning(UserWarning):
@@ -269,10 +270,10 @@ def inspect_record(source: Any, index: int, info: DatasetInfo | None = None) -> 
 
 
 def dataset_root(data_config: Any, dataset: str) -> Path:
-    """`data_config.root`, which must be set for the folder readers."""
+    """`data_config.root` (a folder or a gs:// URL), which must be set for the folder readers."""
     if not data_config.root:
         raise ValueError(f"data_config.root is empty: set it to the {dataset} dataset folder.")
-    return Path(data_config.root)
+    return paths.path(data_config.root)
 
 
 def require_dir(path: Path, dataset: str, layout: str, hint: str = "") -> None:
@@ -302,9 +303,10 @@ def pair_files(
 ) -> list[tuple[str, str, str]]:
     """(image, label, id) for each image; raises listing the images whose label file is missing."""
     samples, missing = [], []
-    for image in images:
-        label = label_for(image)
-        if label.is_file():
+    labels = [label_for(image) for image in images]
+    absent = {str(label) for label in paths.missing_files(labels)}
+    for image, label in zip(images, labels):
+        if str(label) not in absent:
             samples.append((str(image), str(label), id_for(image) if id_for else image.stem))
         else:
             missing.append((str(image), str(label)))
@@ -329,7 +331,7 @@ def jpg_with_png_labels(image_dir: Path, label_dir: Path, dataset: str, split: s
 def read_pairs(list_file: Path) -> list[tuple[str, str]]:
     """`image,label` (or whitespace-separated) pairs of a list file; blank lines and # comments skipped."""
     pairs = []
-    with open(list_file, encoding="utf-8") as f:
+    with paths.path(list_file).open("r", encoding="utf-8") as f:
         for line_number, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -344,8 +346,13 @@ def read_pairs(list_file: Path) -> list[tuple[str, str]]:
 
 
 def check_pairs_exist(pairs: Sequence[tuple[Path, Path]], what: str, hint: str = "") -> None:
-    missing = [str(path) for pair in pairs for path in pair if not path.is_file()]
+    missing = [str(path) for path in paths.missing_files(path for pair in pairs for path in pair)]
     if missing:
         shown = "\n".join(f"  {path}" for path in missing[:5])
         more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise FileNotFoundError(f"{what}: {len(missing)} listed files do not exist ({hint}):\n{shown}{more}")
+
+
+def resolve(base: Path, entry: str) -> Path:
+    """A list file's entry: a gs:// URL or an absolute path as it is, a relative path under `base`."""
+    return paths.path(entry) if paths.is_remote(entry) else base / entry

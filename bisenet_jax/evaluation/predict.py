@@ -14,11 +14,15 @@ Outputs for an image ``<rel>/<name>.<ext>`` (``rel`` relative to the folder give
 
 A video ``<name>.<ext>`` gives ``videos/<name>_<overlay|color>.mp4`` at the input frame rate
 (imageio with its ffmpeg plugin), and optionally the per-frame PNGs as above under ``<name>/``.
+
+Inputs and the output folder may be ``gs://`` URLs (``bisenet_jax.paths``); a video in a bucket is
+read from, and a video for a bucket written to, a local temporary copy.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import os
 import pathlib
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from bisenet_jax import paths
 from bisenet_jax.data.decode import IMAGE_EXTENSIONS, read_image
 from bisenet_jax.evaluation.evaluator import default_eval_config, make_predict_fn
 
@@ -74,18 +79,19 @@ def label_image(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
 # Inputs
 
 
-def collect_inputs(paths: Sequence[str | pathlib.Path]) -> tuple[list[tuple[pathlib.Path, pathlib.Path]],
-                                                                   list[pathlib.Path]]:
+def collect_inputs(inputs: Sequence[str | pathlib.Path]) -> tuple[list[tuple[paths.Path, pathlib.Path]],
+                                                                    list[paths.Path]]:
     """Images as (path, output path without suffix) and videos, from files and folders (recursive).
 
     A folder's images keep their path relative to the folder; a file given directly keeps its name.
     """
     images, videos = [], []
-    for path in map(pathlib.Path, paths):
+    for path in map(paths.path, inputs):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            images += [(p, p.relative_to(path).with_suffix("")) for p in found]
-            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            found = paths.files_under(path)
+            images += [(p, pathlib.Path(os.fspath(p.relative_to(path))).with_suffix(""))
+                       for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
+            videos += [p for p in found if p.suffix.lower() in VIDEO_EXTENSIONS]
         elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             images.append((path, pathlib.Path(path.stem)))
         elif path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
@@ -96,7 +102,7 @@ def collect_inputs(paths: Sequence[str | pathlib.Path]) -> tuple[list[tuple[path
         else:
             raise FileNotFoundError(f"input {path} does not exist")
     if not images and not videos:
-        raise ValueError(f"no images or videos found in {', '.join(map(str, paths))}")
+        raise ValueError(f"no images or videos found in {', '.join(map(str, inputs))}")
     return images, videos
 
 
@@ -171,12 +177,12 @@ def _same_size_batches(frames, batch_size):
 # Images and folders
 
 
-def predict_images(predictor: Predictor, items: Sequence[tuple[pathlib.Path, pathlib.Path]],
-                   output_dir: str | pathlib.Path, outputs: Sequence[str] = OUTPUTS, alpha: float = 0.5,
-                   progress: bool = True) -> list[pathlib.Path]:
+def predict_images(predictor: Predictor, items: Sequence[tuple[paths.Path, pathlib.Path]],
+                   output_dir: str | os.PathLike, outputs: Sequence[str] = OUTPUTS, alpha: float = 0.5,
+                   progress: bool = True) -> list[paths.Path]:
     """Predicts ``items`` from ``collect_inputs`` and writes ``outputs``; returns the files written."""
     _check_outputs(outputs)
-    output_dir = pathlib.Path(output_dir)
+    output_dir = paths.path(output_dir)
     frames = ((name, read_image(path)) for path, name in items)
     written = []
     with concurrent.futures.ThreadPoolExecutor(2) as writer, \
@@ -191,18 +197,20 @@ def predict_images(predictor: Predictor, items: Sequence[tuple[pathlib.Path, pat
     return written
 
 
-def _write_outputs(output_dir, name, image, labels, palette, outputs, alpha) -> list[pathlib.Path]:
+def _write_outputs(output_dir, name, image, labels, palette, outputs, alpha) -> list[paths.Path]:
     written = []
     colors = colorize(labels, palette) if {"colors", "overlays"} & set(outputs) else None
     for kind in outputs:
         path = output_dir / kind / name.with_suffix(".png")
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "labels":
-            label_image(labels, palette).save(path)
+            picture = label_image(labels, palette)
         elif kind == "colors":
-            Image.fromarray(colors).save(path)
+            picture = Image.fromarray(colors)
         else:
-            Image.fromarray(overlay(image, colors, alpha)).save(path)
+            picture = Image.fromarray(overlay(image, colors, alpha))
+        with path.open("wb") as file:  # a local file or a gs:// object
+            picture.save(file, format="PNG")
         written.append(path)
     return written
 
@@ -217,26 +225,34 @@ def _check_outputs(outputs):
 # Videos
 
 
-def predict_video(predictor: Predictor, video: str | pathlib.Path, output_dir: str | pathlib.Path,
+def predict_video(predictor: Predictor, video: str | os.PathLike, output_dir: str | os.PathLike,
                   render: str = "overlay", alpha: float = 0.5, frame_outputs: Sequence[str] = (),
-                  codec: str = "libx264", progress: bool = True) -> pathlib.Path:
+                  codec: str = "libx264", progress: bool = True) -> paths.Path:
     """Predicts every frame of ``video`` and writes ``videos/<name>_<render>.mp4`` at its frame rate.
 
     ``render`` is ``"overlay"`` or ``"color"``. ``frame_outputs`` (kinds of ``OUTPUTS``) also writes
     per-frame PNGs under ``<name>/<kind>/<frame index>.png``. ``codec`` is a key of
     ``VIDEO_CODECS`` (``"ffv1"`` writes a lossless ``.mkv``). Returns the video written.
     """
-    import imageio.v2 as imageio
-
     if render not in ("overlay", "color"):
         raise ValueError(f"video render must be 'overlay' or 'color', got {render!r}")
     _check_outputs(frame_outputs)
     if codec not in VIDEO_CODECS:
         raise ValueError(f"unknown video codec {codec!r}; choose from {', '.join(VIDEO_CODECS)}")
-    extension, pixel_format, options = VIDEO_CODECS[codec]
-    video, output_dir = pathlib.Path(video), pathlib.Path(output_dir)
+    extension = VIDEO_CODECS[codec][0]
+    video, output_dir = paths.path(video), paths.path(output_dir)
     out_path = output_dir / "videos" / f"{video.stem}_{render}{extension}"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with paths.local_file(video) as local_video, paths.staged_output(out_path) as local_out:
+        _render_video(predictor, local_video, local_out, output_dir / video.stem, render, alpha, frame_outputs,
+                      codec, progress)
+    return out_path
+
+
+def _render_video(predictor, video: pathlib.Path, out_path: pathlib.Path, frames_dir, render, alpha, frame_outputs,
+                  codec, progress) -> None:
+    import imageio.v2 as imageio
+
+    _, pixel_format, options = VIDEO_CODECS[codec]
     with _ffmpeg_subprocesses():
         reader = imageio.get_reader(video, format="FFMPEG")
     meta = reader.get_meta_data()
@@ -257,7 +273,7 @@ def predict_video(predictor: Predictor, video: str | pathlib.Path, output_dir: s
                 with _ffmpeg_subprocesses():  # the writer starts ffmpeg on the first frame
                     writer.append_data(overlay(frame, colors, alpha) if render == "overlay" else colors)
                 if frame_outputs:
-                    futures.append(pool.submit(_write_outputs, output_dir / video.stem, name, frame, labels,
+                    futures.append(pool.submit(_write_outputs, frames_dir, name, frame, labels,
                                                predictor.info.palette, frame_outputs, alpha))
                 bar.update(1)
             for future in futures:
@@ -265,7 +281,6 @@ def predict_video(predictor: Predictor, video: str | pathlib.Path, output_dir: s
     finally:
         writer.close()
         reader.close()
-    return out_path
 
 
 @contextlib.contextmanager

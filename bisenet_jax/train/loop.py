@@ -12,7 +12,7 @@ named in a message is a step on disk.
 from __future__ import annotations
 
 import contextlib
-import pathlib
+import os
 import signal
 import time
 from typing import Any
@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 
 from bisenet_jax import checkpoints
 from bisenet_jax import data as data_lib
+from bisenet_jax import paths
 from bisenet_jax.evaluation import evaluator
 from bisenet_jax.evaluation.predict import Predictor, colorize
 from bisenet_jax.models import MIN_INPUT_SIZE
@@ -64,9 +65,10 @@ class _Preemption:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-    """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the final metrics."""
-    workdir = pathlib.Path(workdir).absolute()
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Train ``config`` in ``workdir``, a folder or a ``gs://`` URL (resuming if it holds a checkpoint);
+    returns the final metrics."""
+    workdir = paths.path(workdir, absolute=True)  # first: a bad bucket fails before any other work
     info = validate(config, workdir)
     _write_config(config, workdir)
 
@@ -85,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 manager.close()
 
 
-def validate(config, workdir: pathlib.Path):
+def validate(config, workdir: paths.Path):
     """Everything that can be checked before spending time or touching the workdir; returns the dataset info.
 
     Reading each split's index checks its folders and list files; the workdir's newest readable
@@ -116,7 +118,7 @@ def _meta(config, info) -> dict[str, Any]:
             "ignore_label": info.ignore_label, "class_names": list(info.class_names)}
 
 
-def _write_config(config, workdir: pathlib.Path) -> None:
+def _write_config(config, workdir: paths.Path) -> None:
     """``config.json`` is the latest start's config; every start also keeps its own ``config.<time>.json``."""
     if jax.process_index() != 0:
         return
@@ -127,7 +129,7 @@ def _write_config(config, workdir: pathlib.Path) -> None:
     (workdir / "config.json").write_text(text)
 
 
-def _train(config, workdir: pathlib.Path, setup: TrainSetup, state, data_iter, manager, info) -> dict[str, Any]:
+def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, manager, info) -> dict[str, Any]:
     global_batch = config.train.batch_size
     crop_h, crop_w = config.data.crop_size
     writer = monitoring.MetricWriter(workdir)
@@ -220,7 +222,7 @@ def _flush_metrics(pending: list, manager) -> dict[str, float]:
 
 
 def evaluate_during_training(config, setup: TrainSetup, state, info, writer, step: int,
-                             workdir: pathlib.Path) -> dict[str, Any]:
+                             workdir: paths.Path) -> dict[str, Any]:
     """Single-scale validation with the evaluator on the training mesh; logs mIoU, per-class IoU, predictions."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     batches = data_lib.create_eval_dataset(config.data, config.data.eval_split, config.eval.batch_size)
@@ -235,7 +237,7 @@ def evaluate_during_training(config, setup: TrainSetup, state, info, writer, ste
     return results
 
 
-def _write_predictions(config, model, variables, info, writer, step: int, workdir: pathlib.Path) -> None:
+def _write_predictions(config, model, variables, info, writer, step: int, workdir: paths.Path) -> None:
     """image | ground truth | prediction, coloured with the dataset palette, to TensorBoard and PNG."""
     from PIL import Image
 
@@ -249,7 +251,8 @@ def _write_predictions(config, model, variables, info, writer, step: int, workdi
         prediction = predictor(record["image"][None])[0]
         panel = np.concatenate([record["image"], colorize(record["label"], info.palette),
                                 colorize(prediction, info.palette)], axis=1)
-        Image.fromarray(panel).save(out_dir / f"{index:03d}_{record.get('id', index)}.png")
+        with (out_dir / f"{index:03d}_{record.get('id', index)}.png").open("wb") as file:  # local or gs://
+            Image.fromarray(panel).save(file, format="PNG")
         panels.append(panel)
     writer.images(step, "val/prediction", panels)
 

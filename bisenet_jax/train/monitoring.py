@@ -1,25 +1,46 @@
 """What a person watches: a tqdm progress bar, TensorBoard event files (tensorboardX, no TensorFlow
-needed) and a JSON-lines metrics log. Only process 0 writes."""
+needed) and a JSON-lines metrics log. Only process 0 writes.
+
+A ``gs://`` workdir: tensorboardX writes to GCS only through its own google-cloud-storage writer, and
+GCS objects cannot be appended to. So both files are written to a local staging folder (with the
+workdir's ``metrics.jsonl`` copied down first, so a resumed run appends to it as it does locally)
+and uploaded through ``bisenet_jax.paths`` (one client, one set of credentials and error messages)
+at most every ``sync_every_s`` seconds, at ``flush()`` and at ``close()``. A process killed in
+between loses at most that much of the log; checkpoints are unaffected.
+"""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
+from bisenet_jax import paths
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
 
 class MetricWriter:
-    def __init__(self, workdir: str | pathlib.Path, enabled: bool | None = None):
+    def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None, sync_every_s: float = 60.0):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.workdir = pathlib.Path(workdir)
+        self.workdir = paths.path(workdir)
         self._tb = None
+        self._remote = paths.is_remote(self.workdir)
+        self._sync_every_s, self._synced_at = sync_every_s, time.time()
         if self.enabled:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
-            self._jsonl = open(self.workdir / "metrics.jsonl", "a")
+            self._local = pathlib.Path(tempfile.mkdtemp(prefix="bisenet_metrics_")) if self._remote else self.workdir
+            if self._remote and (self.workdir / METRICS_FILE).exists():
+                paths.copy(self.workdir / METRICS_FILE, self._local / METRICS_FILE)
+            self._tb = SummaryWriter(str(self._local / TENSORBOARD_DIR))
+            self._jsonl = open(self._local / METRICS_FILE, "a")
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
         if not self.enabled:
@@ -29,6 +50,8 @@ class MetricWriter:
             self._tb.add_scalar(key, value, step)
         self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
         self._jsonl.flush()
+        if self._remote and time.time() - self._synced_at > self._sync_every_s:
+            self.flush()
 
     def images(self, step: int, name: str, images: Sequence[np.ndarray]) -> None:
         """uint8 (H, W, 3) images, e.g. input | ground truth | prediction side by side."""
@@ -40,11 +63,26 @@ class MetricWriter:
     def flush(self) -> None:
         if self.enabled:
             self._tb.flush()
+            self._jsonl.flush()
+            self._upload()
 
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+            self._upload()
+            if self._remote:
+                shutil.rmtree(self._local, ignore_errors=True)
+
+    def _upload(self) -> None:
+        """A gs:// workdir: the staged files replace their copies in the workdir (each event file
+        is this run's own: tensorboardX names it by time and host)."""
+        if not self._remote:
+            return
+        paths.copy(self._local / METRICS_FILE, self.workdir / METRICS_FILE)
+        for event_file in sorted((self._local / TENSORBOARD_DIR).glob("*")):
+            paths.copy(event_file, self.workdir / TENSORBOARD_DIR / event_file.name)
+        self._synced_at = time.time()
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> Any:

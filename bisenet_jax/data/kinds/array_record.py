@@ -8,7 +8,8 @@ ArrayRecord gives grain random access into them. Layout written by `write_array_
 
 Each record is one example: a small header, the id (UTF-8), the image (PNG by default, or JPEG) and
 the label (PNG, already in train ids, so reading needs no label map). Use it through the data config
-with `name="array_record"`, `root=<output_dir>`; the facts come from dataset_info.json
+with `name="array_record"`, `root=<output_dir>` (a folder or a gs:// URL: the shards are read from the
+bucket directly, each process reading only the records of its own slice); the facts come from dataset_info.json
 (`create_source(config, split).info`, or `get_dataset_info(config)` without opening a split). No
 options in config.data.
 """
@@ -31,6 +32,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 from PIL import Image
 
+from bisenet_jax import paths
 from bisenet_jax.data.decode import read_image, read_label
 from bisenet_jax.data.info import DatasetInfo
 from bisenet_jax.data.reader import DatasetKind, LabelledImageSource
@@ -94,12 +96,13 @@ def shard_paths(output_dir: str | os.PathLike, split: str, num_shards: int) -> l
 
 
 def _write_shard(source: Any, path: str, indices: Sequence[int], image_format: str) -> int:
-    writer = ArrayRecordWriter(path, WRITER_OPTIONS)
-    try:
-        for index in indices:
-            writer.write(encode_record(source[index], image_format))
-    finally:
-        writer.close()
+    with paths.staged_output(paths.path(path)) as local:  # the writer writes local files only
+        writer = ArrayRecordWriter(os.fspath(local), WRITER_OPTIONS)
+        try:
+            for index in indices:
+                writer.write(encode_record(source[index], image_format))
+        finally:
+            writer.close()
     return len(indices)
 
 
@@ -128,21 +131,21 @@ def write_array_record(
         raise ValueError(f"source {source!r} is empty: nothing to write for split {split!r}")
     num_shards = num_shards or max(1, math.ceil(total / 1000))
     num_shards = min(num_shards, total)
-    output = epath.Path(output_dir)
+    output = paths.path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob(f"{split}-*-of-*.array_record"):
         stale.unlink()  # Rewriting a split with another shard count must not leave old shards behind.
-    paths = shard_paths(output, split, num_shards)
+    shards = shard_paths(output, split, num_shards)
     bounds = [total * i // num_shards for i in range(num_shards + 1)]
-    jobs = [(source, path, range(bounds[i], bounds[i + 1]), image_format) for i, path in enumerate(paths)]
+    jobs = [(source, path, range(bounds[i], bounds[i + 1]), image_format) for i, path in enumerate(shards)]
     with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
         written = sum(pool.map(lambda job: _write_shard(*job), jobs))
     _update_info_file(output, info, split, written, num_shards, image_format)
-    return paths
+    return shards
 
 
 def _update_info_file(
-    output: epath.Path, info: DatasetInfo, split: str, num_records: int, num_shards: int, image_format: str
+    output: paths.Path, info: DatasetInfo, split: str, num_records: int, num_shards: int, image_format: str
 ) -> None:
     path = output / INFO_FILE
     content = json.loads(path.read_text()) if path.exists() else {}
@@ -164,7 +167,7 @@ def _update_info_file(
 
 def read_dataset_info(root: str | os.PathLike) -> DatasetInfo:
     """The DatasetInfo saved next to the shards (labels in the shards are train ids: no label map)."""
-    path = epath.Path(root) / INFO_FILE
+    path = paths.path(root) / INFO_FILE
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist: data_config.root must be a folder written by write_array_record "
@@ -181,15 +184,18 @@ class ArrayRecordSource(LabelledImageSource):
     def __init__(self, root: str | os.PathLike, split: str = "train", strict: bool = False):
         info = read_dataset_info(root)
         super().__init__(info, split, None, strict)
-        paths = sorted(os.fspath(p) for p in epath.Path(root).glob(f"{split}-*-of-*.array_record"))
-        if not paths:
-            written = sorted(p.name for p in epath.Path(root).glob("*.array_record"))
+        folder = paths.path(root)
+        shards = sorted(os.fspath(p) for p in folder.glob(f"{split}-*-of-*.array_record"))
+        if not shards:
+            written = sorted(p.name for p in folder.glob("*.array_record"))
             raise FileNotFoundError(
                 f"no ArrayRecord shards for split {split!r} in {root} (expected {split}-00000-of-NNNNN.array_record; "
                 f"found {written[:5] or 'none'}). Write them with write_array_record(source, root, {split!r})."
             )
-        self.root, self.paths = os.fspath(root), paths
-        self._records = grain.sources.ArrayRecordDataSource(paths)
+        # gs:// shards are read by array_record's own GCS client (paths.connect_emulator points it at
+        # an emulator); records are fetched one by one, so a process reads only its slice.
+        self.root, self.paths = os.fspath(root), shards
+        self._records = grain.sources.ArrayRecordDataSource(shards)
 
     def __len__(self) -> int:
         return len(self._records)

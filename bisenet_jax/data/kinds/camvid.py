@@ -8,10 +8,10 @@ config.data.camvid.use_list_file  unset/None: `<root>/<split>.txt` when it exist
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import ml_collections
 
+from bisenet_jax import paths
 from bisenet_jax.data.info import IGNORE_LABEL, LabelMap, label_map_from_dict, make_dataset_info
 from bisenet_jax.data.reader import (
     FileSource,
@@ -23,6 +23,7 @@ from bisenet_jax.data.reader import (
     require_nonempty,
     sorted_files,
 )
+from bisenet_jax.paths import Path
 
 CLASS_NAMES = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -59,8 +60,8 @@ def reroot_segnet_path(path: str, root: str | os.PathLike) -> Path:
     Paths without the /SegNet/CamVid/ prefix are kept when absolute and taken relative to root otherwise.
     """
     if _SEGNET_PREFIX in path:
-        return Path(root) / path.split(_SEGNET_PREFIX, 1)[1]
-    return Path(path) if os.path.isabs(path) else Path(root) / path
+        return paths.path(root) / path.split(_SEGNET_PREFIX, 1)[1]
+    return paths.path(path) if os.path.isabs(path) or paths.is_remote(path) else paths.path(root) / path
 
 
 class CamVidSource(FileSource):
@@ -69,7 +70,7 @@ class CamVidSource(FileSource):
     def __init__(
         self, root: str | os.PathLike, split: str = "train", use_list_file: bool | None = None, strict: bool = False
     ):
-        root = Path(root)
+        root = paths.path(root)
         list_file = root / f"{split}.txt"
         if use_list_file is None:
             use_list_file = list_file.is_file()

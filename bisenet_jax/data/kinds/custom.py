@@ -14,11 +14,11 @@ config.data.custom:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from bisenet_jax import paths
 from bisenet_jax.data.decode import IMAGE_EXTENSIONS
 from bisenet_jax.data.info import DatasetInfo, declared_classes_config, info_from_declared_classes
 from bisenet_jax.data.reader import (
@@ -29,19 +29,21 @@ from bisenet_jax.data.reader import (
     read_pairs,
     require_dir,
     require_nonempty,
+    resolve,
 )
+from bisenet_jax.paths import Path
 
 LAYOUT = """  a list file of `image,label` lines (paths relative to the list file's folder, or absolute), or
   <root>/<image_dir>[/<split>]/**/<name>.<jpg|png|...> with <root>/<label_dir>[/<split>]/**/<name><label_suffix>.png"""
 
 
 def samples_from_list(list_file: str | os.PathLike, split: str = "") -> list[tuple[str, str, str]]:
-    """(image, label, id) from a list file; relative paths are relative to the list file's folder."""
-    list_file = Path(list_file)
+    """(image, label, id) from a list file (local or gs://); relative paths are relative to its folder."""
+    list_file = paths.path(list_file)
     if not list_file.is_file():
         raise FileNotFoundError(f"custom dataset: list file {list_file} does not exist. Expected:\n{LAYOUT}")
     base = list_file.parent
-    pairs = [(base / image, base / label) for image, label in read_pairs(list_file)]
+    pairs = [(resolve(base, image), resolve(base, label)) for image, label in read_pairs(list_file)]
     require_nonempty(pairs, "custom dataset", split, list_file, "`image,label` lines")
     check_pairs_exist(pairs, f"custom list file {list_file}", hint=f"relative paths are taken from {base}")
     return [(str(image), str(label), _relative_id(image, base)) for image, label in pairs]
@@ -51,15 +53,15 @@ def samples_from_folders(
     image_dir: str | os.PathLike, label_dir: str | os.PathLike, label_suffix: str = "", split: str = ""
 ) -> list[tuple[str, str, str]]:
     """(image, label, id) pairing images and labels by relative folder and file stem (any image extension)."""
-    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    image_dir, label_dir = paths.path(image_dir), paths.path(label_dir)
     for folder in (image_dir, label_dir):
         hint = "Set data_config.custom.image_dir / label_dir (relative to root)."
         require_dir(folder, "custom dataset", LAYOUT, hint)
-    images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    images = [p for p in paths.files_under(image_dir) if p.suffix.lower() in IMAGE_EXTENSIONS]
     require_nonempty(images, "custom dataset", split, image_dir, f"images ({', '.join(IMAGE_EXTENSIONS)})")
     labels = {}
-    for label in label_dir.rglob("*"):
-        if label.suffix.lower() in IMAGE_EXTENSIONS and label.is_file():
+    for label in paths.files_under(label_dir):
+        if label.suffix.lower() in IMAGE_EXTENSIONS:
             labels.setdefault(label.relative_to(label_dir).with_suffix("").as_posix(), label)
     samples, missing = [], []
     for image in images:
@@ -83,7 +85,7 @@ def _relative_id(image: Path, base: Path) -> str:
 
 def _split_dir(folder: Path, split: str) -> Path:
     if "{split}" in str(folder):
-        return Path(str(folder).replace("{split}", split))
+        return paths.path(str(folder).replace("{split}", split))
     return folder / split if (folder / split).is_dir() else folder
 
 
@@ -107,7 +109,7 @@ def info_from_config(data_config: Any) -> DatasetInfo:
 def open_source(data_config: Any, split: str) -> FileSource:
     options = data_config.custom
     info = info_from_config(data_config)
-    root = Path(data_config.root or ".")
+    root = paths.path(data_config.root or ".")
     if options.list_file:
         samples = samples_from_list(root / options.list_file.replace("{split}", split), split)
     else:
