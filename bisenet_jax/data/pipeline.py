@@ -3,14 +3,16 @@
 Training (`create_train_iterator`), per process:
 
     source -> seed -> shuffle -> repeat -> random_map(draw each example's augmentation)
-           -> [process_index::process_count]
            -> batch(global_batch_size // process_count, applying the augmentations into the batch)
+           -> [process_index::process_count]
            -> to_iter_dataset (threads) [-> mp_prefetch (worker processes)]
 
 Shuffling and augmentation happen on the *global* stream before the per-process slice: example k
 of the stream has the same augmentation RNG whatever the number of processes, and global batch t
-is always stream positions [t * global_batch, (t + 1) * global_batch). Each process reads and
-transforms only its own positions. Batching is a `MapDataset` step, so batch t is the same for any
+is always stream positions [t * global_batch, (t + 1) * global_batch), in that order: process p
+holds the contiguous block of it that becomes rows [p * local, (p + 1) * local) of the global
+array, so every example meets the same per-row randomness (dropout masks) for any number of
+processes. Each process reads and transforms only its own positions. Batching is a `MapDataset` step, so batch t is the same for any
 number of worker processes or threads. `TrainIterator` keeps the state as that batch index, so a
 state saved with `get_state` (or grain's orbax `CheckpointHandler`) restores into an iterator with
 any number of workers, or processes, and replays exactly the batches the interrupted run would
@@ -100,9 +102,11 @@ def train_dataset(
     if shuffle:
         dataset = dataset.shuffle()  # A new permutation every epoch (repeat reseeds).
     dataset = dataset.repeat().random_map(SampleAugmentation(transform))
-    dataset = dataset[process_index::process_count]
     batch_fn = TrainBatcher(transform, shared_memory=shared_memory)
-    return dataset.batch(local_batch_size, drop_remainder=True, batch_fn=batch_fn)
+    # Blocks of local_batch_size consecutive positions; global batch t is blocks t * P .. t * P + P - 1,
+    # and process p takes block t * P + p (batches are computed lazily: only its own are read).
+    blocks = dataset.batch(local_batch_size, drop_remainder=True, batch_fn=batch_fn)
+    return blocks[process_index::process_count]
 
 
 def local_batch_size_for(global_batch_size: int, process_count: int) -> int:

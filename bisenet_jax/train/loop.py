@@ -150,6 +150,8 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
                                                                   config.train.progress_bar) as bar:
             while step < num_steps:
                 batch = data_lib.make_global_batch(next(data_iter), setup.batch_sharding)
+                if step == start_step and jax.process_count() > 1:
+                    _compile_in_every_process(setup.train_step, state, batch)
                 state, metrics = setup.train_step(state, batch)
                 step += 1
                 if step == start_step + 1:  # the first step compiles: keep it out of the throughput
@@ -196,6 +198,14 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
     _log(f"checkpoints: {manager.directory}\nTensorBoard: tensorboard --logdir {workdir / 'tensorboard'}\n"
          f"metrics log: {workdir / 'metrics.jsonl'}\npredictions: {workdir / 'predictions'}")
     return {"step": step, "stop_reason": stop_reason, **final_metrics}
+
+
+def _compile_in_every_process(train_step, state, batch) -> None:
+    """Every process compiles the step before any process runs it. CPU collectives (gloo) give a peer
+    30 s to join a program's first collective, and compile times differ between processes (one may
+    find the step in its compilation cache); the call that follows reuses the compiled program."""
+    train_step.lower(state, batch).compile()
+    multihost_utils.sync_global_devices("bisenet_jax: train step compiled")
 
 
 def _flush_metrics(pending: list, manager) -> dict[str, float]:

@@ -148,15 +148,16 @@ def test_process_shards_are_disjoint_and_cover_each_epoch():
     assert shards[0] | shards[1] == set(range(size))
 
 
-def test_each_process_gets_its_half_of_the_single_process_global_batch():
-    """Shuffle and augmentation are on the global stream: the process count does not change them."""
+def test_each_process_gets_its_rows_of_the_single_process_global_batch():
+    """Shuffle and augmentation are on the global stream: the process count does not change them, and
+    process p's examples are rows [2p, 2p + 2) of the global batch, where they land in the global array."""
     config = _config()
     single = next(create_train_iterator(config, 4, seed=6, process_index=0, process_count=1))
     halves = [next(create_train_iterator(config, 4, seed=6, process_index=p, process_count=2)) for p in range(2)]
     for p in range(2):
         assert halves[p]["image"].shape[0] == 2
-        np.testing.assert_array_equal(halves[p]["image"], single["image"][p::2])
-        np.testing.assert_array_equal(halves[p]["label"], single["label"][p::2])
+        np.testing.assert_array_equal(halves[p]["image"], single["image"][2 * p:2 * p + 2])
+        np.testing.assert_array_equal(halves[p]["label"], single["label"][2 * p:2 * p + 2])
 
 
 def test_batch_size_must_split_evenly_over_processes():

@@ -2,7 +2,7 @@
 
   python tests/gcs/gcs_run.py FAULT STEP [main.py flags...]
 
-FAULT is one of
+FAULT is one of (STEP counts the steps of this start, so on a fresh workdir it is the step number)
   none               no fault;
   kill_before_step   SIGKILL just before training step STEP (the saves before it have finished:
                      the test runs it with synchronous checkpointing);

@@ -1,0 +1,113 @@
+"""Two processes x 2 CPU devices (gloo collectives, jax.distributed on 127.0.0.1) train what one
+process x 4 devices trains from the same global batches and seed: the same losses and parameters,
+both processes writing one gs:// workdir, then both resuming from it.
+
+Computed in float64 (JAX_ENABLE_X64, config.model.dtype) so that the two layouts' different
+summation orders cost float64 rounding only. The comparison still ends at float32 resolution: the
+parameters stay float32 in every dtype (the models keep param_dtype=float32) and the loss is reduced
+in float32, so the two runs differ by float32 rounding (measured: the losses by 8e-8 relative, the
+parameter vectors by 1e-16 after 3 steps and 2e-8 after the resumed steps 4-5), far below what a
+per-process BatchNorm, a per-process loss mean or another batch order would change (1e-3 and more).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from bisenet_jax import checkpoints, paths
+
+HERE = pathlib.Path(__file__).parent
+FLAGS = ["--config", str(HERE.parents[1] / "configs" / "tiny.py"), "--config.model.dtype=float64",
+         "--config.train.eval_every=-1", "--config.train.num_prediction_images=0", "--config.train.num_steps=5",
+         "--config.train.checkpoint_every=3", "--config.train.log_every=1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cache: str = "") -> list[str]:
+    """``processes`` processes with 4 // processes CPU devices each; process 0 may get a SIGTERM.
+
+    ``cache``: a compilation cache folder of their own. The processes of a run must find (or miss) a
+    program in the cache together: one compiling while the other already runs the program's first
+    collective would make gloo give up after 30 s (an earlier, interrupted run can leave a cache
+    that holds one process's programs only).
+    """
+    env = dict(emulator.env(), JAX_ENABLE_X64="1", XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+    cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", f"--num_processes={processes}",
+               "--cpu_collectives=gloo"] if processes > 1 else []
+    commands = [[sys.executable, str(HERE / "gcs_run.py"), "sigterm_after_step" if sigterm_at_step and i == 0 else "none",
+                 str(sigterm_at_step), *FLAGS, f"--workdir={workdir}", *cluster,
+                 *([f"--process_id={i}"] if processes > 1 else [])] for i in range(processes)]
+    procs = [subprocess.Popen(c, cwd=HERE.parents[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for c in commands]
+    try:
+        logs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n----\n".join(log[-3000:] for log in logs)
+    return logs
+
+
+def losses(workdir: str) -> dict[int, float]:
+    lines = paths.path(f"{workdir}/metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["train/loss"] for r in map(json.loads, lines) if "train/loss" in r}
+
+
+def parameters(workdir: str, step: int) -> list[np.ndarray]:
+    variables, info = checkpoints.load_model(workdir, step=step)
+    assert info["step"] == step
+    return jax.tree_util.tree_leaves(variables)
+
+
+def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    diff = np.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b, strict=True)))
+    return diff / np.sqrt(sum(float(np.sum(x.astype(np.float64) ** 2)) for x in a))
+
+
+@pytest.mark.slow  # two float64 compiles of BiSeNetV2: 3-9 minutes on 2 shared cores
+def test_two_processes_train_what_one_process_trains_and_resume_together_from_one_gs_workdir(
+        gcs, tmp_path, record_property):
+    # One test, not several sharing a module fixture: under pytest-xdist each worker would start its
+    # own copy of these runs.
+    bucket = gcs.create_bucket("bisenet-multi")
+    single, multi = f"{bucket}/one_process", f"{bucket}/two_processes"
+    train(gcs, single, processes=1)  # steps 1..5, checkpoints 3 and 5
+    first = train(gcs, multi, processes=2, sigterm_at_step=3, cache=str(tmp_path / "cache"))
+    second = train(gcs, multi, processes=2, cache=str(tmp_path / "cache"))
+
+    # A preemption notice to one process stops both at the same step; both resume from the workdir.
+    assert "2 process(es)" in first[0] and "stopped at step 3: preempted" in first[0]
+    assert f"resumed from {multi}/checkpoints/3 (step 3)" in second[0]
+    with checkpoints.create_manager(f"{multi}/checkpoints", read_only=True) as manager:
+        assert sorted(manager.all_steps()) == [3, 5]
+
+    # The same losses, step by step (the loss is reduced in float32: float32 rounding apart).
+    one, two = losses(single), losses(multi)
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4, 5]
+    worst = max(abs(one[step] - two[step]) / abs(one[step]) for step in one)
+    record_property("max_relative_loss_difference", worst)
+    assert worst <= 1e-6, (one, two)
+    assert one[5] != one[1]  # the parameters did change
+
+    # The same parameters after 3 steps and after the resumed steps 4 and 5.
+    for step in (3, 5):
+        a, b = parameters(single, step), parameters(multi, step)
+        whole = relative_difference(a, b)
+        largest = max(float(np.max(np.abs(y - x))) for x, y in zip(a, b, strict=True))
+        record_property(f"relative_parameter_difference_step_{step}", whole)
+        record_property(f"max_absolute_parameter_difference_step_{step}", largest)
+        assert whole < 1e-7 and largest < 1e-6, (step, whole, largest)
