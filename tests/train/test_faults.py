@@ -116,15 +116,21 @@ def _truncate_largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
     return victim
 
 
-@pytest.mark.parametrize("damage", ["truncated array file", "missing item"])
-def test_a_damaged_latest_step_is_skipped_with_a_warning_and_left_in_place(finished, tmp_path, capsys, damage):
+def _damaged_copy(finished, tmp_path, damage: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """A copy of the finished run whose newest step (5) has a truncated array file or no 'meta' item."""
+    import shutil
     workdir = _copy_run(finished, tmp_path / "run")
     step_dir = workdir / "checkpoints" / "5"
     if damage == "truncated array file":
         _truncate_largest_array_file(step_dir)
     else:
-        import shutil
         shutil.rmtree(step_dir / "meta")
+    return workdir, step_dir
+
+
+@pytest.mark.parametrize("damage", ["truncated array file", "missing item"])
+def test_a_damaged_latest_step_is_skipped_with_a_warning_and_left_in_place(finished, tmp_path, capsys, damage):
+    workdir, step_dir = _damaged_copy(finished, tmp_path, damage)
     result = loop.train_and_evaluate(tiny_config(num_steps=6, checkpoint_every=2, async_checkpointing=False), workdir)
     out = capsys.readouterr().out
     assert "checkpoint step 5" in out and "cannot be restored" in out
@@ -135,13 +141,7 @@ def test_a_damaged_latest_step_is_skipped_with_a_warning_and_left_in_place(finis
 
 @pytest.mark.parametrize("damage", ["truncated array file", "missing item"])
 def test_strict_resume_refuses_a_damaged_latest_step_naming_it(finished, tmp_path, damage):
-    workdir = _copy_run(finished, tmp_path / "run")
-    step_dir = workdir / "checkpoints" / "5"
-    if damage == "truncated array file":
-        _truncate_largest_array_file(step_dir)
-    else:
-        import shutil
-        shutil.rmtree(step_dir / "meta")
+    workdir, step_dir = _damaged_copy(finished, tmp_path, damage)
     before = _snapshot(workdir)
     with pytest.raises(checkpoints.CheckpointError, match=r"step 5 in .*checkpoints"):
         loop.train_and_evaluate(tiny_config(num_steps=6, checkpoint_every=2, async_checkpointing=False,
