@@ -103,7 +103,10 @@ def flops(model: nn.Module, variables: Mapping[str, Any], input_shape: Sequence[
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     model = _with_xla_kernels(model)
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(_shapes(variables), x)
-    return _flops_of(lowered.compile().cost_analysis())
+    # XLA's cost analysis does not see inside the YNNPACK fusions that the CPU flags of
+    # bisenet_jax/xla_flags.py enable, so on CPU the count is taken from a compile without them.
+    options = {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
+    return _flops_of(lowered.compile(compiler_options=options).cost_analysis())
 
 
 def _top_level_calls(model: nn.Module, variables: Mapping[str, Any], x: jax.ShapeDtypeStruct,
