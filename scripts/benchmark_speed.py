@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations (default 3)")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations (default 20)")
     parser.add_argument("--compare-torch", action="store_true", help="also time the PyTorch reference module")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time the PyTorch module under torch.compile (inductor, default mode; a cold "
+                             "compile in a fresh inductor cache unless TORCHINDUCTOR_CACHE_DIR is set); implies "
+                             "--compare-torch")
     parser.add_argument("--threads", type=int, default=0,
                         help="restrict this process (JAX and PyTorch) to the first N CPUs (default: all available)")
     parser.add_argument("--quiet-percent", type=float, default=None,
@@ -46,18 +50,27 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:  # before JAX starts: XLA sizes its thread pool from the CPU affinity
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+    import contextlib
     import dataclasses
 
     from bisenet_jax.benchmarks import inference_speed, machine
 
     env = machine.environment()
-    print(inference_speed.format_protocol(env, args.warmup, args.iterations, args.quiet_percent), flush=True)
-    results = []
-    for name in args.model:
-        results += inference_speed.benchmark(name, args.num_classes, args.resolutions, args.batch_sizes, args.precisions,
-                                   warmup=args.warmup, iterations=args.iterations,
-                                   compare_torch=args.compare_torch, quiet_percent=args.quiet_percent,
-                                   max_rounds=args.max_rounds, progress=lambda text: print(text, flush=True))
+    with contextlib.ExitStack() as stack:
+        cache = ""
+        if args.torch_compile:
+            from bisenet_jax.benchmarks import torch_reference
+
+            cache = stack.enter_context(torch_reference.fresh_inductor_cache())
+        print(inference_speed.format_protocol(env, args.warmup, args.iterations, args.quiet_percent, cache),
+              flush=True)
+        results = []
+        for name in args.model:
+            results += inference_speed.benchmark(name, args.num_classes, args.resolutions, args.batch_sizes,
+                                                 args.precisions, warmup=args.warmup, iterations=args.iterations,
+                                                 compare_torch=args.compare_torch, quiet_percent=args.quiet_percent,
+                                                 max_rounds=args.max_rounds, torch_compile=args.torch_compile,
+                                                 progress=lambda text: print(text, flush=True))
     print()
     print(inference_speed.format_results(results))
     load = machine.load_average()

@@ -20,9 +20,14 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--compare-torch", action="store_true")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time the PyTorch step with the module under torch.compile (inductor, default "
+                             "mode; a cold compile in a fresh inductor cache unless TORCHINDUCTOR_CACHE_DIR is set); "
+                             "implies --compare-torch")
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
+    args.compare_torch = args.compare_torch or args.torch_compile
 
     from bisenet_jax.benchmarks import machine, train_speed
 
@@ -35,15 +40,32 @@ def main(argv=None) -> int:
         results.append(train_speed.torch_train_speed(args.model, args.batch_size, height, width,
                                                      num_classes=args.num_classes, warmup=args.warmup,
                                                      steps=args.steps))
-    print(f"{'framework':<10}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}"
+    if args.torch_compile:
+        from bisenet_jax.benchmarks import torch_reference
+
+        with torch_reference.fresh_inductor_cache() as cache:
+            print(f"torch-compile: the eager PyTorch step with torch.compile(module, dynamic=False) (inductor, "
+                  f"default mode): forward compiled, backward from AOTAutograd, OHEM loss and SGD eager; compile s "
+                  f"= first call - median step; {cache}", flush=True)
+            results.append(train_speed.torch_compile_train_speed(args.model, args.batch_size, height, width,
+                                                                 num_classes=args.num_classes, warmup=args.warmup,
+                                                                 steps=args.steps))
+    print(f"{'framework':<14}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}"
           f"{'compile s':>11}{'peak RSS MB':>13}")
     for r in results:
-        print(f"{r['framework']:<10}{r['precision']:<10}{r['step_seconds_median']:>16.3f}{r['step_seconds_min']:>8.3f}"
+        if r.get("error"):
+            print(f"{r['framework']:<14}{r['precision']:<10}  failed: {r['error']}")
+            continue
+        print(f"{r['framework']:<14}{r['precision']:<10}{r['step_seconds_median']:>16.3f}{r['step_seconds_min']:>8.3f}"
               f"{r['step_seconds_max']:>8.3f}{r['images_per_second']:>10.2f}{r['compile_seconds']:>11.1f}"
               f"{r['peak_rss_mb']:>13.0f}")
-    if len(results) == 2:
-        print(f"JAX / PyTorch images/s: {results[0]['images_per_second'] / results[1]['images_per_second']:.2f}x "
-              f"(load after: {machine.load_average()})")
+    for r in results[1:]:
+        if "first_call_seconds" in r and not r.get("error"):
+            print(f"{r['framework']}: first call {r['first_call_seconds']:.1f} s (compile + one step)")
+    if len(results) >= 2:
+        print(f"JAX / PyTorch images/s: " + ", ".join(
+            f"{results[0]['images_per_second'] / r['images_per_second']:.2f}x vs {r['framework']}"
+            for r in results[1:] if not r.get("error")) + f" (load after: {machine.load_average()})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

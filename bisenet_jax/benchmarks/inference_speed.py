@@ -14,6 +14,13 @@ Protocol (what ``benchmark`` does, and what ``format_protocol`` prints next to t
   10th and 90th percentiles; FPS = batch size / median latency. When both frameworks run, their
   iterations alternate (JAX, PyTorch, JAX, ...), so load from other processes on a shared
   machine hits both alike; the load average before and after is printed.
+- PyTorch compiled (``torch_compile``, a third row ``torch-compile``): the same eager module, same
+  weights and input, under ``torch_reference.compile_model`` (``torch.compile``, inductor, default
+  mode, static shapes: the whole forward), called under ``torch.inference_mode()``; the first call is
+  timed on its own (compile + one forward), ``compile_seconds`` = that minus the median latency; then
+  it takes its turn in the alternating loop. Its logits are compared with JAX's and with eager
+  PyTorch's (``max_rel_diff``, ``max_rel_diff_eager``). A compiler failure gives a row with the
+  one-line ``error`` instead of an exception.
 - parameters and GFLOPs: ``bisenet_jax.models.summary`` (``count_params``; ``flops``, XLA's count of
   the network's convolutions, 2 FLOPs per multiply-add, the same figure as ``scripts/model_stats.py``).
 
@@ -65,6 +72,11 @@ class SpeedResult:
     other_cpu_percent: float = float("nan")
     rounds: int = 0  # iterations timed in all (more than `iterations` when waiting for quiet ones)
     quiet_samples: int = -1  # with quiet_percent: how many timed iterations were quiet (-1: not asked)
+    # torch-compile only: max |compiled - eager| / max |eager| of the logits; the first call's seconds
+    # (compile + one forward; compile_seconds is this minus the median latency); why it failed ("" if not).
+    max_rel_diff_eager: float = float("nan")
+    first_call_seconds: float = float("nan")
+    error: str = ""
 
     @property
     def gmacs(self) -> float:
@@ -127,11 +139,13 @@ def compile_jax_forward(model: Any, variables: dict, x: jax.Array) -> tuple[Call
 def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, width: int, *,
                     model_name: str = "model", precision: str = "float32", warmup: int = 3,
                     iterations: int = 10, torch_model: Any = None, seed: int = 0,
-                    quiet_percent: float | None = None, max_rounds: int | None = None) -> list[SpeedResult]:
+                    quiet_percent: float | None = None, max_rounds: int | None = None,
+                    torch_compile: bool = False) -> list[SpeedResult]:
     """Times ``model`` (already built with the compute dtype of ``precision``) on one input shape.
 
     With ``torch_model`` (a PyTorch module holding the same weights), it runs the same protocol in
-    the same loop, iterations alternating, and is returned as a second result.
+    the same loop, iterations alternating, and is returned as a second result; with ``torch_compile``
+    too, the same module under ``torch.compile`` is a third (``torch-compile``).
 
     ``quiet_percent`` (for shared machines): keep only iterations during which other processes
     used at most that share of the CPUs, timing up to ``max_rounds`` (default 6 x iterations)
@@ -148,6 +162,11 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
     setup = {"jax": compile_seconds}
     if torch_model is not None:
         runners["torch"], setup["torch"] = _torch_runner(torch_model, x_host, precision)
+    compile_error = ""
+    if torch_model is not None and torch_compile:
+        compiled_run, setup["torch-compile"], compile_error = _torch_compile_runner(runners["torch"])
+        if compiled_run is not None:
+            runners["torch-compile"] = compiled_run
 
     for _ in range(warmup):
         for run in runners.values():
@@ -172,6 +191,10 @@ def benchmark_model(model: Any, variables: dict, batch_size: int, height: int, w
                                    compile_seconds=setup["torch"], threads=torch.get_num_threads(),
                                    params=count_parameters(torch_model),
                                    gflops=float("nan"), max_rel_diff=diff))
+        if torch_compile:
+            results.append(_torch_compile_result(common, samples.get("torch-compile"), batch_size, iterations,
+                                                 quiet_percent, setup["torch-compile"], compile_error,
+                                                 runners, compiled(variables, x), results[-1]))
     return results
 
 
@@ -210,13 +233,15 @@ def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tupl
               batch_sizes: Sequence[int] = (1,), precisions: Sequence[str] = ("float32",), *,
               warmup: int = 3, iterations: int = 10, compare_torch: bool = False, seed: int = 0,
               quiet_percent: float | None = None, max_rounds: int | None = None,
-              progress: Callable[[str], None] | None = None) -> list[SpeedResult]:
+              progress: Callable[[str], None] | None = None, torch_compile: bool = False) -> list[SpeedResult]:
     """``benchmark_model`` for a registered model over every (precision, resolution, batch size).
 
     Weights are ``random_variables`` (speed does not depend on them); with ``compare_torch`` the
-    same weights are loaded into ``build_torch_model(model_name, num_classes, aux_heads=False)``.
+    same weights are loaded into ``build_torch_model(model_name, num_classes, aux_heads=False)``;
+    ``torch_compile`` (implies ``compare_torch``) adds the ``torch-compile`` rows.
     """
     results = []
+    compare_torch = compare_torch or torch_compile
     for precision in precisions:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
@@ -225,12 +250,13 @@ def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tupl
         torch_model = _torch_model(model_name, num_classes, variables) if compare_torch else None
         for height, width in resolutions:
             for batch_size in batch_sizes:
+                done = len(results)
                 results += benchmark_model(model, variables, batch_size, height, width, model_name=model_name,
                                            precision=precision, warmup=warmup, iterations=iterations,
                                            torch_model=torch_model, seed=seed, quiet_percent=quiet_percent,
-                                           max_rounds=max_rounds)
+                                           max_rounds=max_rounds, torch_compile=torch_compile)
                 if progress is not None:
-                    progress(format_results(results[-1 - int(compare_torch):]))
+                    progress(format_results(results[done:]))
     return results
 
 
@@ -238,8 +264,10 @@ def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tupl
 # Reporting
 
 
-def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_percent: float | None = None) -> str:
-    """The measurement protocol and environment, printed above the numbers."""
+def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_percent: float | None = None,
+                    torch_compile: str = "") -> str:
+    """The measurement protocol and environment, printed above the numbers; ``torch_compile``: the
+    sentence on the inductor cache of the ``torch-compile`` rows ("" without them)."""
     load = env.get("load_average")
     lines = [
         f"device: {env['device']} ({env['cpus']} CPUs available to this process)",
@@ -253,6 +281,10 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_per
         "iterations (0 = quiet machine; above ~10 the latencies are inflated, the PyTorch ones the most)",
         "GFLOPs: XLA's count of the network's forward (models.summary.flops; a multiply-add is 2 FLOPs)",
     ]
+    if torch_compile:
+        lines.append("torch-compile: the same PyTorch module under torch.compile(module, dynamic=False) (inductor, "
+                     "default mode, the whole forward), inference_mode(); compile s = first call - median latency; "
+                     f"logits compared with JAX's and with eager PyTorch's; {torch_compile}")
     if quiet_percent is not None:
         lines.append(f"quiet iterations only: an iteration counts when others % <= {quiet_percent:g}; 'rounds' is "
                      "how many were timed to get them (all are used, and marked, if too few were quiet)")
@@ -264,7 +296,7 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_per
 
 def format_results(results: Sequence[SpeedResult]) -> str:
     """A table of results; for each JAX/PyTorch pair the speed-up (torch latency / jax latency)."""
-    header = (f"{'framework':<9} {'model':<14} {'input (NxHxW)':<15} {'precision':<9} {'median ms':>9} "
+    header = (f"{'framework':<13} {'model':<14} {'input (NxHxW)':<15} {'precision':<9} {'median ms':>9} "
               f"{'p10':>8} {'p90':>8} {'min':>8} {'FPS':>7} {'compile s':>9} {'thr':>3} {'params M':>8} {'GFLOPs':>7} "
               f"{'others %':>8} {'rounds':>6}")
     lines = [header, "-" * len(header)]
@@ -272,8 +304,12 @@ def format_results(results: Sequence[SpeedResult]) -> str:
     for r in results:
         key = (r.model, r.batch_size, r.height, r.width, r.precision)
         gflops = "" if r.gflops != r.gflops else f"{r.gflops:7.1f}"
-        compile_s = f"{r.compile_seconds:9.1f}" if r.framework == "jax" else f"{'(eager)':>9}"
-        line = (f"{r.framework:<9} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} {r.precision:<9} "
+        if r.error:
+            lines.append(f"{r.framework:<13} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} "
+                         f"{r.precision:<9} failed: {r.error}")
+            continue
+        compile_s = f"{r.compile_seconds:9.1f}" if r.framework != "torch" else f"{'(eager)':>9}"
+        line = (f"{r.framework:<13} {r.model:<14} {f'{r.batch_size}x{r.height}x{r.width}':<15} {r.precision:<9} "
                 f"{r.latency_ms_median:9.1f} {r.latency_ms_p10:8.1f} {r.latency_ms_p90:8.1f} "
                 f"{r.latency_ms_min:8.1f} {r.fps:7.2f} "
                 f"{compile_s} {r.threads:3d} {r.params / 1e6:8.2f} {gflops:>7} {r.other_cpu_percent:8.0f} {r.rounds:6d}"
@@ -282,7 +318,9 @@ def format_results(results: Sequence[SpeedResult]) -> str:
             jax_latency[key] = r.latency_ms_median
         elif key in jax_latency:
             line += (f"   JAX speed-up x{r.latency_ms_median / jax_latency[key]:.2f} (median)"
-                     f" (logits max rel. diff {r.max_rel_diff:.0e})")
+                     f" (logits max rel. diff {r.max_rel_diff:.0e}"
+                     + (f", to eager {r.max_rel_diff_eager:.0e}; first call {r.first_call_seconds:.1f} s)"
+                        if r.framework == "torch-compile" else ")"))
         lines.append(line)
     return "\n".join(lines)
 
@@ -338,3 +376,38 @@ def _max_rel_diff(jax_logits: jax.Array, torch_logits: np.ndarray) -> float:
     jax_logits = np.asarray(jax_logits, np.float32)
     return float(np.max(np.abs(jax_logits - torch_logits)) / max(np.max(np.abs(jax_logits)), 1e-12))
 
+
+def _torch_compile_runner(eager_run: _TorchRun) -> tuple[_TorchRun | None, float, str]:
+    """The eager runner's module under ``torch_reference.compile_model``, same input: (runner, seconds of
+    its first call, ""), or (None, NaN, the one-line reason) where compiling or running it fails."""
+    import copy
+
+    from bisenet_jax.benchmarks import torch_reference
+
+    run = copy.copy(eager_run)
+    try:
+        run.module = torch_reference.compile_model(eager_run.module)
+        start = time.perf_counter()
+        run()
+        return run, time.perf_counter() - start, ""
+    except Exception as error:  # noqa: BLE001 - any compiler failure becomes the row's reason
+        return None, float("nan"), torch_reference.one_line(error)
+
+
+def _torch_compile_result(common: dict, samples: list | None, batch_size: int, iterations: int,
+                          quiet_percent: float | None, first_call_seconds: float, error: str, runners: dict,
+                          jax_logits: jax.Array, eager: SpeedResult) -> SpeedResult:
+    nan = float("nan")
+    if samples is None:  # compiling failed: the reason, no times
+        stats = {"latency_ms_median": nan, "latency_ms_p10": nan, "latency_ms_p90": nan, "latency_ms_min": nan,
+                 "fps": nan, "iterations": 0, "rounds": 0}
+        diff = diff_eager = nan
+    else:
+        stats = _statistics(samples, batch_size, iterations, quiet_percent)
+        compiled_logits = runners["torch-compile"].output()
+        diff = _max_rel_diff(jax_logits, compiled_logits)
+        diff_eager = _max_rel_diff(runners["torch"].output(), compiled_logits)
+    return SpeedResult(framework="torch-compile", **common, **stats,
+                       compile_seconds=first_call_seconds - stats["latency_ms_median"] / 1e3,
+                       threads=eager.threads, params=eager.params, gflops=nan, max_rel_diff=diff,
+                       max_rel_diff_eager=diff_eager, first_call_seconds=first_call_seconds, error=error)

@@ -19,6 +19,7 @@ torch is imported only here (and in ``bisenet_jax.convert.torch_models``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import time
@@ -262,3 +263,50 @@ def train_steps(config: Any, num_threads: int = 0) -> Callable[[int], None]:
             train_step(model, optimizer, *to_torch(next(batches)), config.loss, info.ignore_label)
 
     return run
+
+
+# -------------------------------------------------------------------------------------------------
+# torch.compile (the benchmarks' --torch-compile rows)
+# -------------------------------------------------------------------------------------------------
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(model, dynamic=False)``: inductor, default mode, static shapes (one compile per
+    input shape, as the benchmarks use one). Only the module's forward is compiled; in training the
+    backward comes from AOTAutograd, the OHEM loss (data-dependent shapes) and the optimizer stay eager.
+    The compiled module shares ``model``'s parameters: build the optimizer on ``model`` itself (its
+    parameter names, which the head groups read, carry no ``_orig_mod.`` prefix). ``torch._dynamo`` is
+    reset first, so that each call compiles afresh (what a benchmark's first-call time measures)."""
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
+
+
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message``, at most ``limit`` characters: the reason printed in a table."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def fresh_inductor_cache():
+    """A cold ``torch.compile``, as on a first run: ``TORCHINDUCTOR_CACHE_DIR`` (inductor's on-disk FX
+    graph, AOTAutograd and compiled-kernel caches) points at a new temporary directory, removed at the
+    end, unless the user set the variable (then it is kept, and the cache may be warm). Yields the
+    sentence the benchmarks print in their protocol. (torch itself sets the variable to its default,
+    ``/tmp/torchinductor_<user>``, when e.g. an optimizer first steps: that value does not count as set.)"""
+    import os
+    import tempfile
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    user_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if user_dir and os.path.abspath(user_dir) != os.path.abspath(default_cache_dir()):
+        yield f"inductor cache TORCHINDUCTOR_CACHE_DIR={os.environ['TORCHINDUCTOR_CACHE_DIR']} (may be warm)"
+        return
+    with tempfile.TemporaryDirectory(prefix="torchinductor_benchmark_") as directory:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = directory
+        try:
+            yield "inductor cache: a fresh temporary directory (a cold compile, as on a first run)"
+        finally:
+            del os.environ["TORCHINDUCTOR_CACHE_DIR"]

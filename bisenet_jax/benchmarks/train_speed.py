@@ -94,3 +94,45 @@ def _result(framework, model, batch_size, height, width, dtype, times, compile_s
             "precision": dtype, "step_seconds_median": median, "step_seconds_min": float(np.min(times)),
             "step_seconds_max": float(np.max(times)), "images_per_second": batch_size / median,
             "compile_seconds": compile_seconds, "steps": len(times), "peak_rss_mb": machine.peak_rss_mb()}
+
+
+def torch_compile_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                              warmup: int = 2, steps: int = 5, num_threads: int = 0,
+                              device: str = "cpu") -> dict[str, Any]:
+    """The PyTorch step of ``torch_train_speed`` (float32) with the module under ``torch.compile``.
+
+    ``torch_reference.compile_model``: inductor, default mode, static shapes; the module's forward is
+    compiled, its backward comes from AOTAutograd, the OHEM loss and the SGD step stay eager, as a user
+    would compile a training loop. The first call (compiling forward and backward, and taking one
+    step) is timed on its own: ``first_call_seconds``; ``compile_seconds`` is that minus the median
+    step. Then ``warmup`` + ``steps`` steps as on the eager side. Where compiling or running fails the
+    row carries the one-line ``error`` and NaN times instead of raising.
+    """
+    import torch
+
+    from bisenet_jax.benchmarks import torch_reference
+
+    torch_reference.set_threads(num_threads)
+    config = _config(model, num_classes, "float32", batch_size, height, width)
+    net = torch_reference.reference_model(config).train().to(device)
+    optimizer = torch_reference.create_optimizer(net, config.optimizer)  # the module's own parameter names
+    images, labels = (t.to(device) for t in torch_reference.to_torch(_batch(batch_size, height, width, num_classes)))
+
+    def step():
+        torch_reference.train_step(compiled, optimizer, images, labels, config.loss, IGNORE_LABEL)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    try:
+        compiled = torch_reference.compile_model(net)
+        start = time.perf_counter()
+        step()
+        first_call_seconds = time.perf_counter() - start
+        times = _step_times(step, warmup, steps)
+    except Exception as error:  # noqa: BLE001 - any compiler failure becomes the row's reason
+        nan = float("nan")
+        return {**_result("torch-compile", model, batch_size, height, width, "float32", [nan], nan),
+                "first_call_seconds": nan, "error": torch_reference.one_line(error)}
+    median = float(np.median(times))
+    return {**_result("torch-compile", model, batch_size, height, width, "float32", times,
+                      first_call_seconds - median), "first_call_seconds": first_call_seconds, "error": ""}
