@@ -6,9 +6,9 @@ Three ops of BiSeNet training have two forms with the same values and gradients:
   multiplies with a hand-written gradient. XLA:CPU lowers depthwise convolutions to a slow generic
   loop, and their kernel gradient is slower still; shifted multiplies are elementwise work XLA
   fuses. The gradient is a custom VJP so that autodiff does not materialise k*k padded copies.
-- ``max_pool_3x3_s2``: ``nn.max_pool``, or (CPU) nine strided slices with a running max, whose
-  gradient goes to the first maximum of each window: XLA:CPU runs the gradient of the library op
-  (select-and-scatter) slowly.
+- ``max_pool_3x3_s2``: ``nn.max_pool``, or (CPU) the same forward with a hand-written gradient to
+  the first maximum of each window, computed on the four stride-2 phases of the input: XLA:CPU runs
+  the gradient of the library op (select-and-scatter) slowly.
 - ``kth_largest`` (OHEM's threshold): a sort, or (CPU) a bisection over float bit patterns with
   one counting pass per step: XLA:CPU sorts the hundreds of thousands of per-pixel losses slowly.
 
@@ -167,40 +167,45 @@ def shifted_sum_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
 
 
 @jax.custom_vjp
-def sliced_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """Padding is -inf, so it never wins the max; ties send the gradient to the window's first
-    (row-major) maximum, PyTorch's choice."""
-    return _sliced_max_pool_fwd(x)[0]
+def phase_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """XLA's max pool forward; ties send the gradient to the window's first (row-major) maximum,
+    PyTorch's choice."""
+    return xla_max_pool_3x3_s2(x)
 
 
-def _sliced_max_pool_fwd(x):
-    h, w = x.shape[1], x.shape[2]
-    out_h, out_w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    y = None
-    for _, tap in _strided_taps(xp, 3, 2, out_h, out_w):
-        y = tap if y is None else jnp.maximum(y, tap)
-    return y, (xp, y)
+def _phase_max_pool_fwd(x):
+    y = xla_max_pool_3x3_s2(x)
+    return y, (x, y)
 
 
-def _sliced_max_pool_bwd(residuals, g):
-    xp, y = residuals
-    hp, wp = xp.shape[1], xp.shape[2]
+def _phase_max_pool_bwd(residuals, g):
+    # The input, padded with -inf to (2 * out_h + 2, 2 * out_w + 2), is four stride-2 phases (row
+    # parity a, column parity b) of (out_h + 1, out_w + 1) pixels each. Window (i, j) reads phase
+    # (di % 2, dj % 2) at (i + di // 2, j + dj // 2) for its taps (di, dj), so each tap's gradient
+    # lands on its phase shifted by 0 or 1: plain pads and adds, with no strided scatter (the
+    # transpose of a strided slice, which XLA:CPU runs slowly, the more so with the YNNPACK fusions
+    # of bisenet_jax/xla_flags.py). The phases are interleaved back by one stack and reshape.
+    x, y = residuals
+    n, h, w, c = x.shape
     out_h, out_w = y.shape[1], y.shape[2]
+    xp = jnp.pad(x, ((0, 0), (1, 2 * out_h + 1 - h), (1, 2 * out_w + 1 - w), (0, 0)), constant_values=-jnp.inf)
     zero = jnp.zeros((), g.dtype)
     taken = jnp.zeros(y.shape, bool)
-    dxp = jnp.zeros(xp.shape, g.dtype)
-    for (i, j), tap in _strided_taps(xp, 3, 2, out_h, out_w):
-        first = (tap == y) & ~taken
-        taken = taken | first
-        # The transpose of the strided slice: back to the padded grid with interior zeros.
-        dxp = dxp + jax.lax.pad(jnp.where(first, g, zero), zero,
-                                ((0, 0, 0), (i, hp - i - 2 * (out_h - 1) - 1, 1),
-                                 (j, wp - j - 2 * (out_w - 1) - 1, 1), (0, 0, 0)))
-    return (dxp[:, 1:-1, 1:-1, :],)
+    phases: dict[tuple[int, int], jax.Array] = {}
+    for di in range(3):
+        for dj in range(3):
+            (oi, a), (oj, b) = divmod(di, 2), divmod(dj, 2)
+            tap = xp[:, di:di + 2 * out_h:2, dj:dj + 2 * out_w:2]
+            first = (tap == y) & ~taken
+            taken = taken | first
+            part = jnp.pad(jnp.where(first, g, zero), ((0, 0), (oi, 1 - oi), (oj, 1 - oj), (0, 0)))
+            phases[a, b] = part if (a, b) not in phases else phases[a, b] + part
+    rows = [jnp.stack([phases[a, 0], phases[a, 1]], axis=3) for a in (0, 1)]  # (n, out_h + 1, out_w + 1, 2, c)
+    dxp = jnp.stack(rows, axis=2).reshape(n, 2 * out_h + 2, 2 * out_w + 2, c)
+    return (dxp[:, 1:1 + h, 1:1 + w].astype(x.dtype),)
 
 
-sliced_max_pool_3x3_s2.defvjp(_sliced_max_pool_fwd, _sliced_max_pool_bwd)
+phase_max_pool_3x3_s2.defvjp(_phase_max_pool_fwd, _phase_max_pool_bwd)
 
 
 def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
@@ -222,7 +227,7 @@ def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
 # The bundles and the per-backend choice
 
 XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest)
-CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, sliced_max_pool_3x3_s2, bisection_kth_largest)
+CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, phase_max_pool_3x3_s2, bisection_kth_largest)
 _BY_NAME = {"cpu": CPU_KERNELS, "xla": XLA_KERNELS}
 
 

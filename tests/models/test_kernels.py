@@ -51,7 +51,7 @@ def test_depthwise_kernel_shape_is_checked(kernels):
 # 3x3 / 2 max pool
 
 
-@pytest.mark.parametrize("height, width", [(8, 10), (9, 7)])
+@pytest.mark.parametrize("height, width", [(8, 10), (9, 7), (10, 9), (7, 8), (2, 3)])
 def test_max_pool_forms_agree_in_values_and_gradients(height, width):
     rng = np.random.default_rng(height)
     x = jnp.asarray(rng.normal(size=(2, height, width, 3)), jnp.float32)
@@ -77,6 +77,18 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum(kernels):
         for j in range(3):
             expected[max(2 * i - 1, 0), max(2 * j - 1, 0)] += 3 * i + j + 1
     np.testing.assert_array_equal(grad[0, :, :, 0], expected)
+
+
+@pytest.mark.parametrize("height, width", [(12, 10), (11, 13)])
+def test_max_pool_gradients_with_many_ties_match_xla(height, width):
+    """Values on a coarse grid tie inside most windows: the CPU form's phase bookkeeping must pick
+    the same first maximum as select-and-scatter everywhere, at even and odd sizes."""
+    rng = np.random.default_rng(width)
+    x = jnp.asarray(rng.integers(0, 3, size=(2, height, width, 4)), jnp.float32)
+    cpu, cpu_vjp = jax.vjp(CPU_KERNELS.max_pool_3x3_s2, x)
+    xla, xla_vjp = jax.vjp(XLA_KERNELS.max_pool_3x3_s2, x)
+    cotangent = jnp.asarray(rng.normal(size=cpu.shape), jnp.float32)
+    np.testing.assert_allclose(cpu_vjp(cotangent)[0], xla_vjp(cotangent)[0], rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
