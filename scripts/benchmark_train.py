@@ -3,6 +3,7 @@
   python scripts/benchmark_train.py --model bisenetv1_r18 --batch-size 8 --crop 256x320 --compare-torch
 
 Random data; the protocol is in bisenet_jax/benchmarks/train_speed.py and printed with the numbers.
+On a GPU it runs as it is: JAX on its default backend, PyTorch on CUDA beside it, --precision for both.
 """
 from __future__ import annotations
 
@@ -33,13 +34,15 @@ def main(argv=None) -> int:
 
     print(f"protocol: full train step (aux heads, OHEM on every head, backward, SGD), random data, "
           f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
-          f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}")
+          f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}"
+          + train_speed.device_protocol(args.compare_torch))
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
     if args.compare_torch:
         results.append(train_speed.torch_train_speed(args.model, args.batch_size, height, width,
                                                      num_classes=args.num_classes, warmup=args.warmup,
-                                                     steps=args.steps))
+                                                     steps=args.steps, precision=train_speed.torch_precision(
+                                                         args.precision, machine.torch_device())))
     if args.torch_compile:
         from bisenet_jax.benchmarks import torch_reference
 

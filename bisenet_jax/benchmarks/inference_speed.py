@@ -24,6 +24,12 @@ Protocol (what ``benchmark`` does, and what ``format_protocol`` prints next to t
 - parameters and GFLOPs: ``bisenet_jax.models.summary`` (``count_params``; ``flops``, XLA's count of
   the network's convolutions, 2 FLOPs per multiply-add, the same figure as ``scripts/model_stats.py``).
 
+On a GPU: JAX runs on its default backend, whatever it is; PyTorch on CUDA when it has it
+(``machine.torch_device``), module and input on the GPU, ``cudnn.benchmark`` on (XLA autotunes its
+convolutions too), and ``torch.cuda.synchronize()`` ending every iteration. bfloat16: JAX's model
+``dtype`` (float32 parameters, bfloat16 compute); PyTorch's module and input ``.to(bfloat16)``, as on
+the CPU (the fastest eager form, what a user deploying in bfloat16 runs).
+
 The environment printed with the numbers is ``bisenet_jax.benchmarks.machine.environment()``.
 """
 from __future__ import annotations
@@ -38,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bisenet_jax.benchmarks.machine import CpuUsage, cpu_count
+from bisenet_jax.benchmarks.machine import CpuUsage, cpu_count, torch_device, torch_synchronize
 from bisenet_jax.models import create_model
 from bisenet_jax.models.summary import count_params, flops
 
@@ -281,6 +287,11 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_per
         "iterations (0 = quiet machine; above ~10 the latencies are inflated, the PyTorch ones the most)",
         "GFLOPs: XLA's count of the network's forward (models.summary.flops; a multiply-add is 2 FLOPs)",
     ]
+    if "torch_device" in env or not env["device"].startswith("cpu"):  # the CPU protocol stays as it was
+        lines.append(f"on a GPU: JAX on {env['device']}; PyTorch on {env.get('torch_device', 'cpu')}, module and "
+                     "input there, cudnn.benchmark, torch.cuda.synchronize() ending every iteration; bfloat16: JAX "
+                     "float32 parameters with bfloat16 compute, PyTorch module and input .to(bfloat16); "
+                     "'thr' and 'others %' describe the host CPU")
     if torch_compile:
         lines.append("torch-compile: the same PyTorch module under torch.compile(module, dynamic=False) (inductor, "
                      "default mode, the whole forward), inference_mode(); compile s = first call - median latency; "
@@ -345,18 +356,19 @@ def _torch_model(model_name: str, num_classes: int, variables: dict):
 class _TorchRun:
     """A callable running the torch model once on a fixed input; keeps the last output."""
 
-    def __init__(self, module, x):
-        self.module, self.x, self.last = module, x, None
+    def __init__(self, module, x, device: str = "cpu"):
+        self.module, self.x, self.last, self.device = module, x, None, device
 
     def __call__(self):
         import torch
 
         with torch.inference_mode():
             self.last = self.module(self.x)
+        torch_synchronize(self.device)
         return self.last
 
     def output(self) -> np.ndarray:
-        return self.last.float().permute(0, 2, 3, 1).numpy()
+        return self.last.float().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _torch_runner(torch_model, x_nhwc: np.ndarray, precision: str) -> tuple[_TorchRun, float]:
@@ -364,11 +376,15 @@ def _torch_runner(torch_model, x_nhwc: np.ndarray, precision: str) -> tuple[_Tor
     import torch
 
     torch.set_num_threads(cpu_count())
+    device = torch_device()
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels in the warm-up
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     start = time.perf_counter()
-    module = torch_model.to(dtype).eval()
-    x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).to(dtype)
-    return _TorchRun(module, x), time.perf_counter() - start
+    module = torch_model.to(device, dtype).eval()
+    x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).to(device, dtype)
+    torch_synchronize(device)
+    return _TorchRun(module, x, device), time.perf_counter() - start
 
 
 def _max_rel_diff(jax_logits: jax.Array, torch_logits: np.ndarray) -> float:

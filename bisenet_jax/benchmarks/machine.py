@@ -1,7 +1,8 @@
 """Facts and meters of the machine a benchmark runs on: one helper for each, shared by every benchmark.
 
 CPUs and their name, CPU time (this process or another), other processes' share of the CPUs
-(``CpuUsage``), the load average, peak memory, and the software versions printed with the figures.
+(``CpuUsage``), the load average, peak memory, the software versions printed with the figures, and
+the device the PyTorch reference runs on beside JAX (``torch_device``).
 Parameter counts and FLOPs are the models' own (``bisenet_jax.models.summary``); the PyTorch
 reference's parameter count is ``bisenet_jax.convert.torch_models.count_parameters``.
 """
@@ -128,4 +129,24 @@ def environment() -> dict[str, Any]:
         return env
     env["torch"] = torch.__version__
     env["torch_threads"] = torch.get_num_threads()
+    if torch_device() == "cuda":  # only on a GPU: the CPU records keep their keys
+        env["torch_device"] = f"cuda: {torch.cuda.get_device_name(0)}"
     return env
+
+
+def torch_device() -> str:
+    """The device the PyTorch reference runs on beside JAX: "cuda" when ``torch.cuda.is_available()``
+    and JAX's backend is not the CPU (so both sides share the accelerator), else "cpu"."""
+    import jax
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and jax.default_backend() != "cpu" else "cpu"
+
+
+def torch_synchronize(device: str) -> None:
+    """Wait for the GPU's queued work (``torch.cuda.synchronize``); nothing on the CPU, where PyTorch is
+    synchronous."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()

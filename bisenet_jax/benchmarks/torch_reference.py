@@ -154,10 +154,15 @@ def reference_model(config: Any) -> torch.nn.Module:
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               loss_config: Any, ignore_label: int) -> tuple[float, dict[str, float]]:
-    """One SGD step of ``model`` (in training mode, auxiliary heads on): (total loss, its terms)."""
-    logits, aux_logits = model(images)
-    loss, terms = segmentation_loss(logits, aux_logits, labels, loss_config, ignore_label)
+               loss_config: Any, ignore_label: int,
+               autocast: torch.dtype | None = None) -> tuple[float, dict[str, float]]:
+    """One SGD step of ``model`` (in training mode, auxiliary heads on): (total loss, its terms).
+
+    ``autocast`` (e.g. ``torch.bfloat16``): forward and loss under ``torch.autocast`` to that dtype
+    (mixed precision: float32 weights and optimizer, the loss in float32), backward outside it."""
+    with torch.autocast(images.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+        logits, aux_logits = model(images)
+        loss, terms = segmentation_loss(logits, aux_logits, labels, loss_config, ignore_label)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

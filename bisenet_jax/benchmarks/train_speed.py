@@ -9,6 +9,14 @@ in eager training mode with the same loss and SGD groups (``torch_reference.trai
 ``torch.set_num_threads`` = the CPUs available. ``warmup`` untimed steps, then ``steps`` timed
 ones; the median step time gives images/s. ``peak_rss_mb`` is the process's peak memory when the
 side finished (the JAX side runs first).
+
+On a GPU (JAX's default backend, whatever it is; ``device_protocol`` says it with the numbers): the
+same JAX step on that device; PyTorch on CUDA when it has it (``machine.torch_device``), eager, model
+and batch on the GPU, ``cudnn.benchmark`` on (XLA autotunes its convolutions too), and
+``torch.cuda.synchronize()`` ending every step. bfloat16 on both sides is mixed precision: JAX's
+model ``dtype`` (float32 parameters and optimizer, bfloat16 compute), PyTorch's ``torch.autocast`` to
+bfloat16 over forward and loss. On the CPU the PyTorch side stays float32 (``torch_precision``), as
+in every CPU figure recorded so far.
 """
 from __future__ import annotations
 
@@ -75,17 +83,54 @@ def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num
 
 
 def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
-                      warmup: int = 2, steps: int = 5, num_threads: int = 0) -> dict[str, Any]:
+                      warmup: int = 2, steps: int = 5, num_threads: int = 0, precision: str = "float32",
+                      device: str | None = None) -> dict[str, Any]:
+    """``precision`` "bfloat16": autocast; ``device`` "cpu" or "cuda", default ``machine.torch_device()``."""
+    import torch
+
     from bisenet_jax.benchmarks import torch_reference
 
+    device = device or machine.torch_device()
     torch_reference.set_threads(num_threads)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels in the warm-up
     config = _config(model, num_classes, "float32", batch_size, height, width)
-    net = torch_reference.reference_model(config).train()
+    net = torch_reference.reference_model(config).train().to(device)
     optimizer = torch_reference.create_optimizer(net, config.optimizer)
-    images, labels = torch_reference.to_torch(_batch(batch_size, height, width, num_classes))
-    times = _step_times(lambda: torch_reference.train_step(net, optimizer, images, labels, config.loss, IGNORE_LABEL),
-                        warmup, steps)
-    return _result("torch", model, batch_size, height, width, "float32", times, 0.0)
+    images, labels = (t.to(device) for t in torch_reference.to_torch(_batch(batch_size, height, width, num_classes)))
+    autocast = {"float32": None, "bfloat16": torch.bfloat16}[precision]
+
+    def step():
+        torch_reference.train_step(net, optimizer, images, labels, config.loss, IGNORE_LABEL, autocast=autocast)
+        machine.torch_synchronize(device)
+
+    times = _step_times(step, warmup, steps)
+    return _result("torch", model, batch_size, height, width, precision, times, 0.0)
+
+
+def torch_precision(precision: str, device: str) -> str:
+    """The PyTorch side's precision beside JAX's ``precision``: the same on a GPU; float32 on the CPU, as
+    in every CPU comparison recorded so far."""
+    return precision if device == "cuda" else "float32"
+
+
+def device_protocol(compare_torch: bool) -> str:
+    """What the protocol line adds off the CPU: the devices and how PyTorch is timed there ("" when JAX,
+    and PyTorch if compared, run on the CPU, so that CPU output stays as it was)."""
+    backend = jax.default_backend()
+    torch_device = machine.torch_device() if compare_torch else "cpu"
+    if backend == "cpu" and torch_device == "cpu":
+        return ""
+    text = f"; JAX on {backend} ({jax.devices()[0].device_kind})"
+    if compare_torch and torch_device == "cuda":
+        import torch
+
+        text += (f"; PyTorch on cuda ({torch.cuda.get_device_name(0)}): eager, model and batch on the GPU, "
+                 "cudnn.benchmark, torch.cuda.synchronize() ending every step; bfloat16 = torch.autocast over "
+                 "forward and loss (float32 weights and SGD, as JAX's bfloat16 compute dtype)")
+    elif compare_torch:
+        text += "; PyTorch on cpu"
+    return text
 
 
 def _result(framework, model, batch_size, height, width, dtype, times, compile_seconds) -> dict[str, Any]:
