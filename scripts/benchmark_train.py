@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def main(argv=None) -> int:
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
           f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}"
           + train_speed.device_protocol(args.compare_torch))
+    print(f"XLA_FLAGS in effect: {os.environ.get('XLA_FLAGS', '') or '(none)'} (scripts add the project's CPU "
+          "defaults of bisenet_jax/xla_flags.py unless XLA_FLAGS sets them or BISENET_XLA_DEFAULTS=0)")
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
     if args.compare_torch:
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
                   f"= first call - median step; {cache}", flush=True)
             results.append(train_speed.torch_compile_train_speed(args.model, args.batch_size, height, width,
                                                                  num_classes=args.num_classes, warmup=args.warmup,
-                                                                 steps=args.steps))
+                                                                 steps=args.steps, device=machine.torch_device()))
     print(f"{'framework':<14}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}"
           f"{'compile s':>11}{'peak RSS MB':>13}")
     for r in results:
@@ -76,4 +79,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from bisenet_jax import xla_flags
+    xla_flags.apply()  # before JAX starts: the measured CPU defaults (bisenet_jax/xla_flags.py)
     raise SystemExit(main())
