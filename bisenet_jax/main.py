@@ -9,7 +9,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bisenet_jax import cli, xla_flags
+from bisenet_jax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -28,19 +28,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax/grain info logs would drown the progress bar
     from bisenet_jax.train import distributed
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.cpu_collectives)
-    import jax
-    if jax.process_index() == 0:
-        print(xla_flags.describe(_XLA_FLAGS_ADDED), flush=True)
     from bisenet_jax.train.loop import train_and_evaluate
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
-_XLA_FLAGS_ADDED: list[str] = []
-
-
 def run():
-    global _XLA_FLAGS_ADDED
-    _XLA_FLAGS_ADDED = xla_flags.apply()  # before JAX starts: the measured CPU defaults (bisenet_jax/xla_flags.py)
     cli.run(main)
 
 

@@ -1,88 +1,69 @@
-"""The XLA flags the entry points set before JAX starts: the measured fast path on CPU.
+"""XLA compiler options for the train step on CPU: the measured fast path, and only where it is one.
 
-XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so every command-line entry point
-(``python -m bisenet_jax.main``, ``scripts/*.py``) calls :func:`apply` before anything imports JAX.
-A library user (a notebook) gets nothing changed: call ``apply()`` first thing to opt in.
+XLA:CPU already runs convolutions through YNNPACK. Handing YNNPACK the step's matmuls, elementwise
+fusions and reductions as well (``xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce``) makes
+the train step faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of
+docs/profile.md (alternating fresh processes, same session):
 
-The defaults, each measured on the 2-core AMD EPYC (Zen 4) of ``docs/profile.md`` with the V1-R18
-train step (batch 8, 256x320), A/B in alternating fresh processes:
+- train step (batch 8): V1-R18 2.03 s against 2.55 s without, V1-X39 1.43 / 1.51 s, V2 1.90-2.03 /
+  2.10 s;
+- inference (1x1024x2048): V1-R18 1929 ms against 1655 ms without, V2 1853 / 1588 ms, X39 844 / 767 ms.
 
-- ``--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce``: XLA:CPU already runs convolutions
-  through YNNPACK; this also hands YNNPACK the matmuls, elementwise fusions and reductions (BatchNorm,
-  the loss, the optimizer update).
-- ``--xla_cpu_prefer_vector_width=512`` (only where the CPU has AVX-512): XLA's own fused loops use
-  the 512-bit registers instead of its 256-bit default.
+So it is not a process-wide ``XLA_FLAGS`` default: :func:`train_step_options` gives it to the one
+``jax.jit`` of the train step (``bisenet_jax/train/step.py``) as per-program compiler options, on
+the CPU backend only; evaluation, prediction and export compile without it, and GPU/TPU programs
+never see it. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no gain in
+training, 2122 ms against 1655 ms in R18 inference.)
 
-Together: 2.05 s per step against 2.34-2.47 s without, in the same run (``docs/profile.md``).
-Both flags are ``xla_cpu_*`` ones, read only when XLA compiles for the CPU; GPU and TPU programs are
-untouched. Rules: a flag the user already put in ``XLA_FLAGS`` is never changed (theirs wins, ours is
-not added); ``BISENET_XLA_DEFAULTS=0`` adds none; what was added is logged by the entry points.
+Rules: a flag the user sets in ``XLA_FLAGS`` wins (the option is then not passed, so theirs
+applies); ``BISENET_XLA_DEFAULTS=0`` turns the options off. The training log and the benchmark
+protocols print :func:`describe`.
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
-from typing import MutableMapping
+from typing import Mapping
 
 OPT_OUT = "BISENET_XLA_DEFAULTS"
 
-
-def _has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    try:
-        with open(cpuinfo) as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
+# As ``XLA_FLAGS`` spells them (what describe() prints and what a user can set to override).
+TRAIN_STEP_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "dot,eltwise,reduce"}
+# As jax.jit's ``compiler_options`` take them (the DebugOptions enum values).
+_COMPILER_VALUES = {"xla_cpu_experimental_ynn_fusion_type":
+                    "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-def default_flags(avx512: bool | None = None) -> list[str]:
-    """The project's CPU flags for this machine (``avx512`` defaults to what /proc/cpuinfo says)."""
-    flags = ["--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce"]
-    if _has_avx512() if avx512 is None else avx512:
-        flags.append("--xla_cpu_prefer_vector_width=512")
-    return flags
+def _user_flag_names(environ: Mapping[str, str]) -> set[str]:
+    return {f.lstrip("-").split("=", 1)[0] for f in environ.get("XLA_FLAGS", "").split()}
 
 
-def _name(flag: str) -> str:
-    return flag.lstrip("-").split("=", 1)[0]
-
-
-def merge(user_flags: str, defaults: list[str]) -> tuple[str, list[str]]:
-    """(``user_flags`` plus each default whose flag name it does not already set, the added ones)."""
-    present = {_name(f) for f in user_flags.split()}
-    added = [f for f in defaults if _name(f) not in present]
-    return " ".join([*user_flags.split(), *added]), added
-
-
-def jax_started() -> bool:
-    """True when JAX has already created a backend (then new XLA_FLAGS would be ignored)."""
-    bridge = sys.modules.get("jax._src.xla_bridge")
-    return bool(getattr(bridge, "_backends", None))
-
-
-def apply(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """Add the project's defaults to ``environ["XLA_FLAGS"]`` (default ``os.environ``); return the
-    flags added (none when ``BISENET_XLA_DEFAULTS=0`` or the user set them all already)."""
+def defaults_enabled(environ: Mapping[str, str] | None = None) -> bool:
     environ = os.environ if environ is None else environ
-    if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
-        return []
-    merged, added = merge(environ.get("XLA_FLAGS", ""), default_flags())
-    if added:
-        if environ is os.environ and jax_started():
-            logging.getLogger(__name__).warning(
-                "XLA_FLAGS defaults %s were set after JAX created its backend; they take effect only in a "
-                "new process (call bisenet_jax.xla_flags.apply() before using JAX)", added)
-        environ["XLA_FLAGS"] = merged
-    return added
+    return environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def describe(added: list[str], environ: MutableMapping[str, str] | None = None) -> str:
-    """One line for a run's log: the XLA_FLAGS in effect and which of them the project added."""
+def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``compiler_options`` for ``jax.jit`` of the train step: the CPU flags above on the "cpu"
+    backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}."""
+    environ = os.environ if environ is None else environ
+    if backend is None:
+        import jax
+        backend = jax.default_backend()
+    if backend != "cpu" or not defaults_enabled(environ):
+        return {}
+    user = _user_flag_names(environ)
+    return {name: _COMPILER_VALUES[name] for name in TRAIN_STEP_CPU_FLAGS if name not in user}
+
+
+def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
+    """One line for a run's log: the user's XLA_FLAGS and the options the train step is compiled with."""
     environ = os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "").strip() or "(none)"
-    if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
-        origin = f"project defaults off ({OPT_OUT}=0)"
+    if options:
+        added = " ".join(f"--{name}={TRAIN_STEP_CPU_FLAGS[name]}" for name in options)
+        step = f"train step compiled with {added} (bisenet_jax/xla_flags.py; {OPT_OUT}=0 turns it off)"
+    elif not defaults_enabled(environ):
+        step = f"train step options off ({OPT_OUT}=0)"
     else:
-        origin = f"project defaults added: {' '.join(added)}" if added else "no project defaults added"
-    return f"XLA_FLAGS: {flags} [{origin}]"
+        step = "no train step options (not on CPU, or XLA_FLAGS sets them)"
+    return f"XLA_FLAGS: {flags}; {step}"

@@ -85,6 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bisenet_jax import xla_flags
-    xla_flags.apply()  # before JAX starts: the measured CPU defaults (bisenet_jax/xla_flags.py)
     sys.exit(main())

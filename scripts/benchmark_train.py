@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 
 def main(argv=None) -> int:
@@ -31,14 +30,14 @@ def main(argv=None) -> int:
     height, width = (int(v) for v in args.crop.lower().split("x"))
     args.compare_torch = args.compare_torch or args.torch_compile
 
+    from bisenet_jax import xla_flags
     from bisenet_jax.benchmarks import machine, train_speed
 
     print(f"protocol: full train step (aux heads, OHEM on every head, backward, SGD), random data, "
           f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}"
           + train_speed.device_protocol(args.compare_torch))
-    print(f"XLA_FLAGS in effect: {os.environ.get('XLA_FLAGS', '') or '(none)'} (scripts add the project's CPU "
-          "defaults of bisenet_jax/xla_flags.py unless XLA_FLAGS sets them or BISENET_XLA_DEFAULTS=0)")
+    print(xla_flags.describe(xla_flags.train_step_options()))
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
     if args.compare_torch:
@@ -79,6 +78,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from bisenet_jax import xla_flags
-    xla_flags.apply()  # before JAX starts: the measured CPU defaults (bisenet_jax/xla_flags.py)
     raise SystemExit(main())

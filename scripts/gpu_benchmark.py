@@ -252,6 +252,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bisenet_jax import xla_flags
-    xla_flags.apply()  # before JAX starts: the measured CPU defaults (xla_cpu_* flags, unread by GPU programs)
     sys.exit(main())

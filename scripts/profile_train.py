@@ -61,9 +61,6 @@ def format_report(report: dict, top: int = 20) -> str:
 
 
 def main(argv=None) -> int:
-    from bisenet_jax import xla_flags
-
-    added = xla_flags.apply()  # before anything imports jax
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bisenetv1_r18")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -78,11 +75,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
 
+    from bisenet_jax import xla_flags
     from bisenet_jax.benchmarks import profile
 
     common = dict(steps=args.steps, warmup=args.warmup, num_classes=args.num_classes, top=args.top)
     report = {"model": args.model, "batch_size": args.batch_size, "crop": f"{height}x{width}", "steps": args.steps,
-              "xla_flags": os.environ.get("XLA_FLAGS", ""), "xla_flags_log": xla_flags.describe(added),
+              "xla_flags": os.environ.get("XLA_FLAGS", ""), "xla_flags_log": xla_flags.describe(xla_flags.train_step_options()),
               "jax": profile.profile_jax(args.model, args.batch_size, height, width, trace_dir=args.trace_dir or None,
                                          **common)}
     if args.torch:

@@ -183,8 +183,9 @@ def _phase_max_pool_bwd(residuals, g):
     # parity a, column parity b) of (out_h + 1, out_w + 1) pixels each. Window (i, j) reads phase
     # (di % 2, dj % 2) at (i + di // 2, j + dj // 2) for its taps (di, dj), so each tap's gradient
     # lands on its phase shifted by 0 or 1: plain pads and adds, with no strided scatter (the
-    # transpose of a strided slice, which XLA:CPU runs slowly, the more so with the YNNPACK fusions
-    # of bisenet_jax/xla_flags.py). The phases are interleaved back by one stack and reshape.
+    # transpose of a strided slice, which XLA:CPU runs slowly, the more so with the YNNPACK
+    # fusions of the train step's options in bisenet_jax/xla_flags.py). One stack and reshape
+    # interleave the phases back.
     x, y = residuals
     n, h, w, c = x.shape
     out_h, out_w = y.shape[1], y.shape[2]

@@ -103,8 +103,8 @@ def flops(model: nn.Module, variables: Mapping[str, Any], input_shape: Sequence[
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     model = _with_xla_kernels(model)
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(_shapes(variables), x)
-    # XLA's cost analysis does not see inside the YNNPACK fusions that the CPU flags of
-    # bisenet_jax/xla_flags.py enable, so on CPU the count is taken from a compile without them.
+    # XLA's cost analysis does not see inside YNNPACK fusions (the train step's CPU option of
+    # bisenet_jax/xla_flags.py, or a user's XLA_FLAGS), so on CPU the count is taken without them.
     options = {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
     return _flops_of(lowered.compile(compiler_options=options).cost_analysis())
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bisenet_jax import xla_flags
 from bisenet_jax.models.kernels import Kernels
 from bisenet_jax.train.losses import segmentation_loss
 
@@ -47,5 +48,7 @@ def compile_train_step(config, state_shardings, data_sharding, replicated_shardi
     step = functools.partial(train_step, loss_name=config.loss.name, ignore_label=ignore_label,
                              aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
                              schedule=schedule, kernels=kernels)
+    # On CPU, the measured compiler options of bisenet_jax/xla_flags.py, for this program only.
     return jax.jit(step, in_shardings=(state_shardings, data_sharding),
-                   out_shardings=(state_shardings, replicated_sharding), donate_argnums=(0,))
+                   out_shardings=(state_shardings, replicated_sharding), donate_argnums=(0,),
+                   compiler_options=xla_flags.train_step_options() or None)
