@@ -15,6 +15,11 @@ the CPU backend only; evaluation, prediction and export compile without it, and 
 never see it. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no gain in
 training, 2122 ms against 1655 ms in R18 inference.)
 
+One difference in values: under these fusions ``max(NaN, 0)`` is 0 (XLA's own fusion gives NaN), so
+a NaN that enters a ReLU is dropped. The step's finite check covers the gradient norm as well as the
+loss, so a NaN batch is still refused and the run stops naming the step (tests/train/test_faults.py,
+tests/test_xla_flags.py).
+
 Rules: a flag the user sets in ``XLA_FLAGS`` wins (the option is then not passed, so theirs
 applies); ``BISENET_XLA_DEFAULTS=0`` turns the options off. The training log and the benchmark
 protocols print :func:`describe`.

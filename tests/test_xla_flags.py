@@ -64,3 +64,14 @@ def test_the_train_step_is_compiled_with_them(monkeypatch):
     monkeypatch.setenv(xla_flags.OPT_OUT, "0")
     step.compile_train_step(config, None, None, None, lambda s: 0.0, 255)
     assert seen["compiler_options"] is None
+
+
+def test_known_semantics_of_the_options_relu_drops_nan():
+    """Recorded so that a change in YNNPACK is noticed: under the train step's options max(NaN, 0) is 0
+    (XLA's own fusion gives NaN). A NaN input can then reach the loss as a finite value; the step's
+    finite check on the gradient norm still refuses the update (tests/train/test_faults.py)."""
+    x = jnp.full((64, 64), jnp.nan)
+    relu = lambda x: jnp.maximum(x, 0.0) * 2
+    with_options = jax.jit(relu, compiler_options=xla_flags.train_step_options("cpu", {}))(x)
+    assert float(with_options[0, 0]) == 0.0
+    assert bool(jnp.isnan(jax.jit(relu)(x)[0, 0]))
