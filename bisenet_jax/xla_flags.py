@@ -31,11 +31,14 @@ from typing import Mapping
 
 OPT_OUT = "BISENET_XLA_DEFAULTS"
 
+YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 # As ``XLA_FLAGS`` spells them (what describe() prints and what a user can set to override).
-TRAIN_STEP_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "dot,eltwise,reduce"}
-# As jax.jit's ``compiler_options`` take them (the DebugOptions enum values).
-_COMPILER_VALUES = {"xla_cpu_experimental_ynn_fusion_type":
-                    "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"}
+TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,eltwise,reduce"}
+
+
+def _compiler_value(flag_value: str) -> str:
+    """``dot,eltwise`` as jax.jit's ``compiler_options`` take it: the DebugOptions enum names."""
+    return ",".join(f"LIBRARY_FUSION_TYPE_{kind.upper()}" for kind in flag_value.split(","))
 
 
 def _user_flag_names(environ: Mapping[str, str]) -> set[str]:
@@ -57,7 +60,7 @@ def train_step_options(backend: str | None = None, environ: Mapping[str, str] | 
     if backend != "cpu" or not defaults_enabled(environ):
         return {}
     user = _user_flag_names(environ)
-    return {name: _COMPILER_VALUES[name] for name in TRAIN_STEP_CPU_FLAGS if name not in user}
+    return {name: _compiler_value(value) for name, value in TRAIN_STEP_CPU_FLAGS.items() if name not in user}
 
 
 def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:

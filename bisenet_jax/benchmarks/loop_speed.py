@@ -21,38 +21,22 @@ import tempfile
 import time
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
 from bisenet_jax import data as data_lib
-from bisenet_jax.benchmarks import machine
+from bisenet_jax.benchmarks import machine, train_speed
 from bisenet_jax.train.loop import train_and_evaluate
 from bisenet_jax.train.monitoring import METRICS_FILE
-from bisenet_jax.train.setup import create_train_setup
-
-
-def _random_batch(config: ml_collections.ConfigDict, num_classes: int, ignore_label: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    height, width = config.data.crop_size
-    batch = config.train.batch_size
-    label = rng.integers(0, num_classes, (batch, height, width)).astype(np.int32)
-    label[:, :4] = ignore_label  # a few ignored pixels, as real labels have
-    return {"image": rng.standard_normal((batch, height, width, 3), dtype=np.float32), "label": label}
 
 
 def step_speed(config: ml_collections.ConfigDict, warmup: int, steps: int) -> dict[str, Any]:
     info = data_lib.get_dataset_info(config.data)
-    setup = create_train_setup(config, ignore_label=info.ignore_label)
-    batch = jax.device_put(_random_batch(config, info.num_classes, info.ignore_label), setup.batch_sharding)
-    state, times = setup.state, []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        state, metrics = setup.train_step(state, batch)
-        jax.block_until_ready(metrics["loss"])
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    median = float(np.median(times))
+    height, width = config.data.crop_size
+    batch = train_speed.random_batch(config.train.batch_size, height, width, info.num_classes)
+    batch["label"][:, :4] = info.ignore_label  # a few ignored pixels, as real labels have
+    step = train_speed.compile_jax_step(config, batch, ignore_label=info.ignore_label)
+    median = float(np.median(train_speed.step_times(step.run, warmup, steps)))
     return {"step_seconds_median": median, "images_per_second": config.train.batch_size / median}
 
 

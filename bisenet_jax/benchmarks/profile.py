@@ -23,7 +23,6 @@ import glob
 import os
 import re
 import tempfile
-import time
 from typing import Any, Iterable
 
 import jax
@@ -270,41 +269,31 @@ def profile_jax(model: str, batch_size: int, height: int, width: int, *, steps: 
     """``warmup`` untimed, ``steps`` timed, then ``steps`` traced steps of the JAX train step, classified."""
     if jax.default_backend() != "cpu":
         raise NotImplementedError("the JAX breakdown reads XLA:CPU's thunk events: run it on the CPU backend")
-    from bisenet_jax.train.setup import create_train_setup
-
-    config = train_speed._config(model, num_classes, dtype, batch_size, height, width)
+    config = train_speed.benchmark_config(model, num_classes, dtype, batch_size, height, width)
     with config.ignore_type():
         config.model.kernels = labelled_kernels(get_kernels(config.model.kernels))
-    setup = create_train_setup(config, ignore_label=train_speed.IGNORE_LABEL)
-    batch = jax.device_put(train_speed._batch(batch_size, height, width, num_classes), setup.batch_sharding)
-    start = time.perf_counter()
-    compiled = setup.train_step.lower(setup.state, batch).compile()
-    compile_seconds = time.perf_counter() - start
-    info, state = ModelInfo.of(setup.model, setup.state, batch_size), setup.state
-
-    def step():
-        nonlocal state
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics["loss"])
-
-    wall = train_speed._step_times(step, warmup, steps)
+    batch = train_speed.random_batch(batch_size, height, width, num_classes)
+    compiled = train_speed.compile_jax_step(config, batch)
+    info = ModelInfo.of(compiled.setup.model, compiled.setup.state, batch_size)  # before a step donates the state
+    step = compiled.run
+    wall = train_speed.step_times(step, warmup, steps)
     with tempfile.TemporaryDirectory() as scratch:
         trace_dir = trace_dir or scratch
         jax.profiler.start_trace(trace_dir)
         try:
-            traced_wall = train_speed._step_times(step, 0, steps)
+            traced_wall = train_speed.step_times(step, 0, steps)
         finally:
             jax.profiler.stop_trace()
         xspace = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
         times = thunk_times(xspace[-1])
-    instructions, computations = parse_hlo(compiled.as_text())
+    instructions, computations = parse_hlo(compiled.compiled.as_text())
     details = {name: {"name": name, "category": f"other/{UNKNOWN}", "opcode": "?", "shape": "", "op_name": ""}
                for name in times}  # POOL_TASKS, and any event of no instruction
     for name in set(times) & set(instructions):
         inst = instructions[name]
         details[name].update(category=classify(inst, computations, info), opcode=inst.opcode, shape=inst.shape,
                              op_name=representative_op_name(inst, computations))
-    return {**_summary(times, details, steps, wall, traced_wall, top), "compile_seconds": compile_seconds,
+    return {**_summary(times, details, steps, wall, traced_wall, top), "compile_seconds": compiled.compile_seconds,
             "unmatched": sorted(set(times) - set(instructions) - {POOL_TASKS})}
 
 
@@ -367,14 +356,14 @@ def profile_torch(model: str, batch_size: int, height: int, width: int, *, steps
     from bisenet_jax.benchmarks import torch_reference
 
     torch_reference.set_threads(num_threads)
-    config = train_speed._config(model, num_classes, "float32", batch_size, height, width)
+    config = train_speed.benchmark_config(model, num_classes, "float32", batch_size, height, width)
     net = torch_reference.reference_model(config).train()
     optimizer = torch_reference.create_optimizer(net, config.optimizer)
-    images, labels = torch_reference.to_torch(train_speed._batch(batch_size, height, width, num_classes))
-    wall = train_speed._step_times(lambda: torch_reference.train_step(
+    images, labels = torch_reference.to_torch(train_speed.random_batch(batch_size, height, width, num_classes))
+    wall = train_speed.step_times(lambda: torch_reference.train_step(
         net, optimizer, images, labels, config.loss, train_speed.IGNORE_LABEL), warmup, steps)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        traced_wall = train_speed._step_times(
+        traced_wall = train_speed.step_times(
             lambda: _labelled_torch_step(torch_reference, net, optimizer, images, labels, config.loss), 0, steps)
     times: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     details = {}

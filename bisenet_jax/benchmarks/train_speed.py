@@ -21,25 +21,25 @@ in every CPU figure recorded so far.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from bisenet_jax.benchmarks import machine
 from bisenet_jax.train.config import base_config
-from bisenet_jax.train.setup import create_train_setup
+from bisenet_jax.train.setup import TrainSetup, create_train_setup
 
 IGNORE_LABEL = 255
 
 
-def _batch(batch_size: int, height: int, width: int, num_classes: int) -> dict[str, np.ndarray]:
+def random_batch(batch_size: int, height: int, width: int, num_classes: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"image": rng.standard_normal((batch_size, height, width, 3), dtype=np.float32),
             "label": rng.integers(0, num_classes, (batch_size, height, width)).astype(np.int32)}
 
 
-def _config(model: str, num_classes: int, dtype: str, batch_size: int, height: int, width: int):
+def benchmark_config(model: str, num_classes: int, dtype: str, batch_size: int, height: int, width: int):
     config = base_config()
     config.model.name = model
     config.model.num_classes = num_classes
@@ -52,7 +52,7 @@ def _config(model: str, num_classes: int, dtype: str, batch_size: int, height: i
     return config
 
 
-def _step_times(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
+def step_times(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
     """Wall seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
     times = []
     for i in range(warmup + steps):
@@ -63,23 +63,37 @@ def _step_times(step: Callable[[], None], warmup: int, steps: int) -> list[float
     return times
 
 
-def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
-                    dtype: str = "float32", warmup: int = 2, steps: int = 5) -> dict[str, Any]:
-    setup = create_train_setup(_config(model, num_classes, dtype, batch_size, height, width),
-                               ignore_label=IGNORE_LABEL)
-    batch = jax.device_put(_batch(batch_size, height, width, num_classes), setup.batch_sharding)
+class CompiledStep(NamedTuple):
+    run: Callable[[], None]  # one train step on the fixed batch, waited for
+    compile_seconds: float
+    setup: TrainSetup  # before the first run (its state is donated to the step)
+    compiled: Any  # the ahead-of-time compiled step (``as_text()`` for its HLO)
+
+
+def compile_jax_step(config, batch: dict[str, np.ndarray], ignore_label: int = IGNORE_LABEL) -> CompiledStep:
+    """``config``'s train step (``create_train_setup``), compiled ahead of time (timed) on ``batch``,
+    and a closure running one step on it: what every JAX step measurement of the benchmarks times."""
+    setup = create_train_setup(config, ignore_label=ignore_label)
+    batch = jax.device_put(batch, setup.batch_sharding)
     start = time.perf_counter()
     compiled = setup.train_step.lower(setup.state, batch).compile()
     compile_seconds = time.perf_counter() - start
     state = setup.state
 
-    def step():
+    def run():
         nonlocal state
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics["loss"])
 
-    times = _step_times(step, warmup, steps)
-    return _result("jax", model, batch_size, height, width, dtype, times, compile_seconds)
+    return CompiledStep(run, compile_seconds, setup, compiled)
+
+
+def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                    dtype: str = "float32", warmup: int = 2, steps: int = 5) -> dict[str, Any]:
+    step = compile_jax_step(benchmark_config(model, num_classes, dtype, batch_size, height, width),
+                            random_batch(batch_size, height, width, num_classes))
+    times = step_times(step.run, warmup, steps)
+    return _result("jax", model, batch_size, height, width, dtype, times, step.compile_seconds)
 
 
 def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
@@ -94,17 +108,18 @@ def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, n
     torch_reference.set_threads(num_threads)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels in the warm-up
-    config = _config(model, num_classes, "float32", batch_size, height, width)
+    config = benchmark_config(model, num_classes, "float32", batch_size, height, width)
     net = torch_reference.reference_model(config).train().to(device)
     optimizer = torch_reference.create_optimizer(net, config.optimizer)
-    images, labels = (t.to(device) for t in torch_reference.to_torch(_batch(batch_size, height, width, num_classes)))
+    images, labels = (t.to(device) for t in torch_reference.to_torch(
+        random_batch(batch_size, height, width, num_classes)))
     autocast = {"float32": None, "bfloat16": torch.bfloat16}[precision]
 
     def step():
         torch_reference.train_step(net, optimizer, images, labels, config.loss, IGNORE_LABEL, autocast=autocast)
         machine.torch_synchronize(device)
 
-    times = _step_times(step, warmup, steps)
+    times = step_times(step, warmup, steps)
     return _result("torch", model, batch_size, height, width, precision, times, 0.0)
 
 
@@ -153,27 +168,25 @@ def torch_compile_train_speed(model: str, batch_size: int, height: int, width: i
     step. Then ``warmup`` + ``steps`` steps as on the eager side. Where compiling or running fails the
     row carries the one-line ``error`` and NaN times instead of raising.
     """
-    import torch
-
     from bisenet_jax.benchmarks import torch_reference
 
     torch_reference.set_threads(num_threads)
-    config = _config(model, num_classes, "float32", batch_size, height, width)
+    config = benchmark_config(model, num_classes, "float32", batch_size, height, width)
     net = torch_reference.reference_model(config).train().to(device)
     optimizer = torch_reference.create_optimizer(net, config.optimizer)  # the module's own parameter names
-    images, labels = (t.to(device) for t in torch_reference.to_torch(_batch(batch_size, height, width, num_classes)))
+    images, labels = (t.to(device) for t in torch_reference.to_torch(
+        random_batch(batch_size, height, width, num_classes)))
 
     def step():
         torch_reference.train_step(compiled, optimizer, images, labels, config.loss, IGNORE_LABEL)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        machine.torch_synchronize(device)
 
     try:
         compiled = torch_reference.compile_model(net)
         start = time.perf_counter()
         step()
         first_call_seconds = time.perf_counter() - start
-        times = _step_times(step, warmup, steps)
+        times = step_times(step, warmup, steps)
     except Exception as error:  # noqa: BLE001 - any compiler failure becomes the row's reason
         nan = float("nan")
         return {**_result("torch-compile", model, batch_size, height, width, "float32", [nan], nan),

@@ -25,7 +25,8 @@ from bisenet_jax.convert.state_dict import (from_torch_state_dict, guess_model_n
                                             to_torch_state_dict, unwrap_state_dict)
 
 __all__ = [
-    "SAFETENSORS_SUFFIX", "TORCH_SUFFIXES", "from_torch_state_dict", "guess_model_name", "guess_resnet_depth", "key_table", "load_torch_checkpoint",
+    "SAFETENSORS_SUFFIX", "TORCH_SUFFIXES", "from_torch_state_dict", "guess_model_name", "guess_resnet_depth",
+    "key_table", "load_torch_checkpoint",
     "load_torchvision_backbone", "model_template", "num_classes_from_state_dict", "read_safetensors_metadata",
     "save_torch_checkpoint", "to_torch_state_dict", "unwrap_state_dict", "variables_from_state_dict",
 ]

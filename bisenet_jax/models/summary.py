@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 from flax import traverse_util
 
+from bisenet_jax import xla_flags
 from bisenet_jax.models.kernels import XLA_KERNELS
 
 # Figures of the BiSeNetV1 paper's speed table at 640x360 (Yu et al., ECCV 2018; approx.). The paper's
@@ -105,7 +106,7 @@ def flops(model: nn.Module, variables: Mapping[str, Any], input_shape: Sequence[
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(_shapes(variables), x)
     # XLA's cost analysis does not see inside YNNPACK fusions (the train step's CPU option of
     # bisenet_jax/xla_flags.py, or a user's XLA_FLAGS), so on CPU the count is taken without them.
-    options = {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
+    options = {xla_flags.YNN_FUSION_TYPE: ""} if jax.default_backend() == "cpu" else None
     return _flops_of(lowered.compile(compiler_options=options).cost_analysis())
 
 

@@ -132,7 +132,7 @@ def test_torch_train_step_in_bfloat16_runs_forward_under_autocast(monkeypatch):
     assert result["precision"] == "bfloat16" and result["step_seconds_median"] > 0
     assert dtypes == [torch.bfloat16] * 2 and synced == ["cpu"] * 2
     # Parameters stay float32 (mixed precision, like JAX's bfloat16 compute dtype).
-    net = torch_reference.reference_model(train_speed._config("bisenetv1_x39", 3, "float32", 2, 64, 64))
+    net = torch_reference.reference_model(train_speed.benchmark_config("bisenetv1_x39", 3, "float32", 2, 64, 64))
     assert {p.dtype for p in net.parameters()} == {torch.float32}
 
 

@@ -56,7 +56,7 @@ def _load_flax_weights(module: TinyTorchSegmenter, variables: dict) -> TinyTorch
 
 
 def _config(num_classes=4, batch_size=2, height=32, width=32):
-    return train_speed._config("bisenetv2", num_classes, "float32", batch_size, height, width)
+    return train_speed.benchmark_config("bisenetv2", num_classes, "float32", batch_size, height, width)
 
 
 def test_one_compiled_train_step_changes_the_parameters_as_the_eager_step():
@@ -65,7 +65,7 @@ def test_one_compiled_train_step_changes_the_parameters_as_the_eager_step():
     eager = TinyTorchSegmenter(4, train_extras=True).train()
     compiled = copy.deepcopy(eager)
     before = {name: p.detach().clone() for name, p in eager.named_parameters()}
-    images, labels = torch_reference.to_torch(train_speed._batch(2, 32, 32, 4))
+    images, labels = torch_reference.to_torch(train_speed.random_batch(2, 32, 32, 4))
     # The optimizer is built on the module itself (compile_model's contract), then the module is compiled.
     eager_opt = torch_reference.create_optimizer(eager, config.optimizer)
     compiled_opt = torch_reference.create_optimizer(compiled, config.optimizer)
