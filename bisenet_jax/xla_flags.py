@@ -9,6 +9,15 @@ docs/profile.md (alternating fresh processes, same session):
   2.10 s;
 - inference (1x1024x2048): V1-R18 1929 ms against 1655 ms without, V2 1853 / 1588 ms, X39 844 / 767 ms.
 
+In a program with depthwise convolutions the elementwise part is left out (``dot,reduce``):
+YNNPACK's elementwise fusions do not take slices, so the nine taps of the shifted-sum depthwise
+convolution (``models/kernels.py``) become nine copies before a YNNPACK sum that is slower than XLA's
+own fused loop (8x32x40x64 forward 1.9 ms against 0.45 ms, input gradient 2.8 against 0.4 ms).
+Measured on the train step (batch 8, same session, ``XLA_FLAGS`` overriding the type): V1-X39 1.047 s
+with ``dot,reduce`` against 1.085 s with ``dot,eltwise,reduce`` (1.149 s with neither, 1.178 s with
+``eltwise`` alone); V2 1.78 and 1.85 s against 1.93 and 1.92 s; but V1-R18, which has no depthwise
+convolution, 1.96 s with ``eltwise`` against 2.03 and 2.14 s without.
+
 So it is not a process-wide ``XLA_FLAGS`` default: :func:`train_step_options` gives it to the one
 ``jax.jit`` of the train step (``bisenet_jax/train/step.py``) as per-program compiler options, on
 the CPU backend only; evaluation, prediction and export compile without it, and GPU/TPU programs
@@ -34,11 +43,19 @@ OPT_OUT = "BISENET_XLA_DEFAULTS"
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 # As ``XLA_FLAGS`` spells them (what describe() prints and what a user can set to override).
 TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,eltwise,reduce"}
+# For programs with depthwise convolutions (see the module docstring).
+DEPTHWISE_TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,reduce"}
+_PREFIX = "LIBRARY_FUSION_TYPE_"
 
 
 def _compiler_value(flag_value: str) -> str:
     """``dot,eltwise`` as jax.jit's ``compiler_options`` take it: the DebugOptions enum names."""
-    return ",".join(f"LIBRARY_FUSION_TYPE_{kind.upper()}" for kind in flag_value.split(","))
+    return ",".join(f"{_PREFIX}{kind.upper()}" for kind in flag_value.split(","))
+
+
+def _flag_value(compiler_value: str) -> str:
+    """The inverse of :func:`_compiler_value`: ``dot,eltwise`` as ``XLA_FLAGS`` spells it."""
+    return ",".join(kind.removeprefix(_PREFIX).lower() for kind in compiler_value.split(","))
 
 
 def _user_flag_names(environ: Mapping[str, str]) -> set[str]:
@@ -50,9 +67,11 @@ def defaults_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None, *,
+                       depthwise: bool = False) -> dict[str, str]:
     """The ``compiler_options`` for ``jax.jit`` of the train step: the CPU flags above on the "cpu"
-    backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}."""
+    backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}.
+    ``depthwise``: the model has depthwise convolutions (``DEPTHWISE_TRAIN_STEP_CPU_FLAGS``)."""
     environ = os.environ if environ is None else environ
     if backend is None:
         import jax
@@ -60,7 +79,8 @@ def train_step_options(backend: str | None = None, environ: Mapping[str, str] | 
     if backend != "cpu" or not defaults_enabled(environ):
         return {}
     user = _user_flag_names(environ)
-    return {name: _compiler_value(value) for name, value in TRAIN_STEP_CPU_FLAGS.items() if name not in user}
+    flags = DEPTHWISE_TRAIN_STEP_CPU_FLAGS if depthwise else TRAIN_STEP_CPU_FLAGS
+    return {name: _compiler_value(value) for name, value in flags.items() if name not in user}
 
 
 def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
@@ -68,7 +88,7 @@ def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "").strip() or "(none)"
     if options:
-        added = " ".join(f"--{name}={TRAIN_STEP_CPU_FLAGS[name]}" for name in options)
+        added = " ".join(f"--{name}={_flag_value(value)}" for name, value in options.items())
         step = f"train step compiled with {added} (bisenet_jax/xla_flags.py; {OPT_OUT}=0 turns it off)"
     elif not defaults_enabled(environ):
         step = f"train step options off ({OPT_OUT}=0)"

@@ -30,16 +30,15 @@ def main(argv=None) -> int:
     height, width = (int(v) for v in args.crop.lower().split("x"))
     args.compare_torch = args.compare_torch or args.torch_compile
 
-    from bisenet_jax import xla_flags
     from bisenet_jax.benchmarks import machine, train_speed
 
     print(f"protocol: full train step (aux heads, OHEM on every head, backward, SGD), random data, "
           f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}"
           + train_speed.device_protocol(args.compare_torch))
-    print(xla_flags.describe(xla_flags.train_step_options()))
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
+    print(results[0]["xla_options"])
     if args.compare_torch:
         results.append(train_speed.torch_train_speed(args.model, args.batch_size, height, width,
                                                      num_classes=args.num_classes, warmup=args.warmup,

@@ -28,7 +28,7 @@ def format_report(report: dict, top: int = 20) -> str:
     sides = [s for s in ("jax", "torch") if report.get(s)]
     lines = [f"train-step profile: {report['model']}, batch {report['batch_size']}, crop {report['crop']}, "
              f"{report['steps']} profiled steps; {machine.cpu_count()} CPUs ({machine.cpu_name()}); "
-             f"load {machine.load_average()}", report.get("xla_flags_log") or f"XLA_FLAGS: {report['xla_flags']}",
+             f"load {machine.load_average()}", (report.get("jax") or {}).get("xla_flags_log") or f"XLA_FLAGS: {report['xla_flags']}",
              f"{'per step':<30}" + "".join(f"{t + ' ms':>13}{'%':>6}{'~wall':>8}" for s, t in
                                            (("jax", "JAX"), ("torch", "PyTorch")) if s in sides)]
 
@@ -75,12 +75,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
 
-    from bisenet_jax import xla_flags
     from bisenet_jax.benchmarks import profile
 
     common = dict(steps=args.steps, warmup=args.warmup, num_classes=args.num_classes, top=args.top)
     report = {"model": args.model, "batch_size": args.batch_size, "crop": f"{height}x{width}", "steps": args.steps,
-              "xla_flags": os.environ.get("XLA_FLAGS", ""), "xla_flags_log": xla_flags.describe(xla_flags.train_step_options()),
+              "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "jax": profile.profile_jax(args.model, args.batch_size, height, width, trace_dir=args.trace_dir or None,
                                          **common)}
     if args.torch:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import pytest
 import jax.numpy as jnp
 
 from bisenet_jax import xla_flags
@@ -32,6 +33,29 @@ def test_opt_out():
 def test_describe_names_the_flag_as_xla_flags_spells_it():
     line = xla_flags.describe(xla_flags.train_step_options("cpu", {}), {})
     assert f"--{YNN}=dot,eltwise,reduce" in line and line.startswith("XLA_FLAGS: (none)")
+
+
+def test_depthwise_programs_leave_elementwise_fusions_to_xla():
+    options = xla_flags.train_step_options("cpu", {}, depthwise=True)
+    assert options == {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    assert f"--{YNN}=dot,reduce " in xla_flags.describe(options, {})
+    assert xla_flags.train_step_options("gpu", {}, depthwise=True) == {}
+    assert xla_flags.train_step_options("cpu", {"XLA_FLAGS": f"--{YNN}=dot"}, depthwise=True) == {}
+
+
+@pytest.mark.parametrize("name,depthwise", [("bisenetv1_r18", False), ("bisenetv2", True)])
+def test_the_setup_compiles_the_step_with_its_models_options(monkeypatch, name, depthwise):
+    from bisenet_jax.benchmarks import train_speed
+    from bisenet_jax.train.setup import create_train_setup
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    setup = create_train_setup(train_speed.benchmark_config(name, 11, "float32", 2, 64, 64), ignore_label=255)
+    assert setup.step_options == xla_flags.train_step_options("cpu", {}, depthwise=depthwise)
+    batch = jax.device_put(train_speed.random_batch(2, 64, 64, 11), setup.batch_sharding)
+    hlo = setup.train_step.lower(setup.state, batch).compile().as_text()
+    # YNNPACK fusions are in the program either way (dots and reductions); the option reached it.
+    assert "ynn" in hlo
 
 
 def test_the_options_reach_the_compiler():

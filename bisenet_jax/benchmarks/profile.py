@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import jax
 import numpy as np
 
+from bisenet_jax import xla_flags
 from bisenet_jax.benchmarks import train_speed
 from bisenet_jax.models.kernels import Kernels, get_kernels
 
@@ -294,6 +295,7 @@ def profile_jax(model: str, batch_size: int, height: int, width: int, *, steps: 
         details[name].update(category=classify(inst, computations, info), opcode=inst.opcode, shape=inst.shape,
                              op_name=representative_op_name(inst, computations))
     return {**_summary(times, details, steps, wall, traced_wall, top), "compile_seconds": compiled.compile_seconds,
+            "xla_flags_log": xla_flags.describe(compiled.setup.step_options),
             "unmatched": sorted(set(times) - set(instructions) - {POOL_TASKS})}
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
+from bisenet_jax import xla_flags
 from bisenet_jax.benchmarks import machine
 from bisenet_jax.train.config import base_config
 from bisenet_jax.train.setup import TrainSetup, create_train_setup
@@ -93,7 +94,8 @@ def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num
     step = compile_jax_step(benchmark_config(model, num_classes, dtype, batch_size, height, width),
                             random_batch(batch_size, height, width, num_classes))
     times = step_times(step.run, warmup, steps)
-    return _result("jax", model, batch_size, height, width, dtype, times, step.compile_seconds)
+    result = _result("jax", model, batch_size, height, width, dtype, times, step.compile_seconds)
+    return {**result, "xla_options": xla_flags.describe(step.setup.step_options)}
 
 
 def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,

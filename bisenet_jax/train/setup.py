@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from bisenet_jax import xla_flags
 from bisenet_jax.models import create_model
+from bisenet_jax.models.kernels import has_depthwise_kernels
 from bisenet_jax.train.optim import create_optimizer
 from bisenet_jax.train.state import TrainState, batch_sharding, create_mesh, replicated
 from bisenet_jax.train.step import compile_train_step
@@ -31,6 +33,8 @@ class TrainSetup:
     schedule: optax.Schedule
     train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]  # jitted, state donated
     batch_sharding: NamedSharding
+    # The train step's XLA compiler options (bisenet_jax/xla_flags.py); xla_flags.describe() for the log.
+    step_options: dict = dataclasses.field(default_factory=dict)
 
     def abstract_state(self) -> Any:
         """ShapeDtypeStructs of the state on its shardings: the restore target of a checkpoint."""
@@ -62,6 +66,7 @@ def create_train_setup(config, *, ignore_label: int) -> TrainSetup:
     abstract = jax.eval_shape(init, init_rng)
     shardings = jax.tree_util.tree_map(lambda _: replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=shardings)(init_rng)
+    step_options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(abstract.params))
     train_step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule,
-                                    ignore_label, kernels=model.kernels)
-    return TrainSetup(mesh, model, state, shardings, schedule, train_step, batch_sharding(mesh))
+                                    ignore_label, kernels=model.kernels, compiler_options=step_options)
+    return TrainSetup(mesh, model, state, shardings, schedule, train_step, batch_sharding(mesh), step_options)

@@ -40,15 +40,19 @@ def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: f
 
 
 def compile_train_step(config, state_shardings, data_sharding, replicated_sharding, schedule, ignore_label: int,
-                       kernels: Kernels | str = "auto"):
+                       kernels: Kernels | str = "auto", compiler_options: dict[str, str] | None = None):
     """jit the step on the mesh: state replicated and donated, batch sharded over ``data``.
 
     ``kernels`` is the model's bundle, so that the loss (OHEM's selection) makes the model's choice.
+    ``compiler_options``: the program's XLA options, by default ``xla_flags.train_step_options()``
+    (the setup passes the ones for its model).
     """
     step = functools.partial(train_step, loss_name=config.loss.name, ignore_label=ignore_label,
                              aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
                              schedule=schedule, kernels=kernels)
     # On CPU, the measured compiler options of bisenet_jax/xla_flags.py, for this program only.
+    if compiler_options is None:
+        compiler_options = xla_flags.train_step_options()
     return jax.jit(step, in_shardings=(state_shardings, data_sharding),
                    out_shardings=(state_shardings, replicated_sharding), donate_argnums=(0,),
-                   compiler_options=xla_flags.train_step_options() or None)
+                   compiler_options=compiler_options or None)
