@@ -46,16 +46,25 @@ def test_depthwise_programs_leave_elementwise_fusions_to_xla():
 @pytest.mark.parametrize("name,depthwise", [("bisenetv1_r18", False), ("bisenetv2", True)])
 def test_the_setup_compiles_the_step_with_its_models_options(monkeypatch, name, depthwise):
     from bisenet_jax.benchmarks import train_speed
-    from bisenet_jax.train.setup import create_train_setup
+    from bisenet_jax.train import setup as setup_module
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
-    setup = create_train_setup(train_speed.benchmark_config(name, 11, "float32", 2, 64, 64), ignore_label=255)
-    assert setup.step_options == xla_flags.train_step_options("cpu", {}, depthwise=depthwise)
-    batch = jax.device_put(train_speed.random_batch(2, 64, 64, 11), setup.batch_sharding)
-    hlo = setup.train_step.lower(setup.state, batch).compile().as_text()
-    # YNNPACK fusions are in the program either way (dots and reductions); the option reached it.
-    assert "ynn" in hlo
+    passed = {}
+    real = setup_module.compile_train_step
+
+    def spy(*args, **kwargs):
+        passed.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(setup_module, "compile_train_step", spy)
+    setup = setup_module.create_train_setup(train_speed.benchmark_config(name, 11, "float32", 2, 64, 64),
+                                            ignore_label=255)
+    expected = xla_flags.train_step_options("cpu", {}, depthwise=depthwise)
+    assert setup.step_options == expected
+    # The step is jitted with these (compile_train_step hands them to jax.jit: the test above).
+    assert passed["compiler_options"] == expected
+    assert ("ELTWISE" in expected[YNN]) is (not depthwise)
 
 
 def test_the_options_reach_the_compiler():
