@@ -76,8 +76,8 @@ class ContextPath(nn.Module):
             raise ValueError(f"unknown BiSeNetV1 backbone {self.backbone!r}; expected resnet18/34/50/101 or xception39")
         self.arm16 = AttentionRefinement(128, self.dtype)
         self.arm32 = AttentionRefinement(128, self.dtype)
-        self.conv_head32 = ConvBNReLU(128, 3, dtype=self.dtype)
-        self.conv_head16 = ConvBNReLU(128, 3, dtype=self.dtype)
+        self.conv_head32 = ConvBNReLU(128, 3, dtype=self.dtype, kernels=self.kernels)
+        self.conv_head16 = ConvBNReLU(128, 3, dtype=self.dtype, kernels=self.kernels)
         self.conv_avg = ConvBNReLU(128, 1, dtype=self.dtype)
 
     def __call__(self, x, train: bool = False):
@@ -87,9 +87,10 @@ class ContextPath(nn.Module):
         self.sow("intermediates", "global_context", global_context)
 
         feat32_sum = self.arm32(feat32, train) + global_context  # (N, H/32, W/32, 128)
-        context_1_16 = self.conv_head32(resize(feat32_sum, feat16.shape[1:3], "nearest"), train)
+        # Nearest upsampling to the skip's size, then the 3x3 ConvBNReLU (one kernel op at x2).
+        context_1_16 = self.conv_head32(feat32_sum, train, upsample_to=feat16.shape[1:3])
         feat16_sum = self.arm16(feat16, train) + context_1_16  # (N, H/16, W/16, 128)
-        context_1_8 = self.conv_head16(resize(feat16_sum, feat8.shape[1:3], "nearest"), train)
+        context_1_8 = self.conv_head16(feat16_sum, train, upsample_to=feat8.shape[1:3])
         return context_1_8, context_1_16
 
 
@@ -134,8 +135,9 @@ class BiSeNetV1(nn.Module):
 
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux_logits_16, aux_logits_32])`` (an empty list if ``aux_heads=False``).
-    ``kernels``: the backbone's max pool and depthwise convolutions (``create_model`` picks them
-    per backend; see :mod:`bisenet_jax.models.kernels`).
+    ``kernels``: the backbone's max pool and depthwise convolutions and the context path's
+    upsampling convolutions (``create_model`` picks them per backend; see
+    :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int

@@ -25,8 +25,9 @@ Dtype = Any
 EXPANSION = 6
 
 
-def _cbr(features, kernel_size=3, strides=1, dtype=jnp.float32, name=None):
-    return ConvBNReLU(features, kernel_size, strides, dtype=dtype, kernel_init=kaiming_fan_out, name=name)
+def _cbr(features, kernel_size=3, strides=1, dtype=jnp.float32, kernels=XLA_KERNELS, name=None):
+    return ConvBNReLU(features, kernel_size, strides, dtype=dtype, kernel_init=kaiming_fan_out, kernels=kernels,
+                      name=name)
 
 
 def _conv(features, kernel_size=3, strides=1, groups=1, dtype=jnp.float32, kernels=XLA_KERNELS, name=None):
@@ -235,12 +236,13 @@ class SegmentHead(nn.Module):
     up_factor: int
     aux: bool
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, out_size, train: bool = False):
         x = _cbr(self.mid, 3, 1, self.dtype, name="conv")(x, train)
         x = nn.Dropout(0.1, deterministic=not train)(x)
-        x = HeadClassifier(self.num_classes, self.up_factor ** 2 if self.aux else 0, self.dtype,
+        x = HeadClassifier(self.num_classes, self.up_factor ** 2 if self.aux else 0, self.dtype, self.kernels,
                            name="conv_out")(x, train)
         return resize(x.astype(jnp.float32), out_size, "bilinear")
 
@@ -252,25 +254,28 @@ class HeadClassifier(nn.Module):
     num_classes: int
     aux_features: int = 0  # 0: no upsampling block (main head)
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if self.aux_features:
-            x = resize(x, (2 * x.shape[1], 2 * x.shape[2]), "nearest")
-            x = _AuxUp(self.aux_features, self.dtype, name="0")(x, train)
+            x = _AuxUp(self.aux_features, self.dtype, self.kernels, name="0")(x, train)
         return Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, kernel_init=kaiming_fan_out,
                            name="1")(x)
 
 
 class _AuxUp(nn.Module):
-    """Holds the CBR at index ``1`` of PyTorch's ``Sequential(Upsample, ConvBNReLU)``."""
+    """PyTorch's ``Sequential(Upsample(scale_factor=2), ConvBNReLU)``: holds the CBR at index ``1``,
+    which takes the nearest x2 upsampling in (``kernels.upsample2_conv3x3``)."""
 
     features: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        return _cbr(self.features, 3, 1, self.dtype, name="1")(x, train)
+        up = (2 * x.shape[1], 2 * x.shape[2])
+        return _cbr(self.features, 3, 1, self.dtype, self.kernels, name="1")(x, train, upsample_to=up)
 
 
 class BiSeNetV2(nn.Module):
@@ -278,8 +283,8 @@ class BiSeNetV2(nn.Module):
 
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux2, aux3, aux4, aux5_4])`` (empty list without auxiliary heads). Dropout in the
-    heads needs a ``"dropout"`` rng in training. ``kernels``: the max pool and depthwise
-    convolutions (``create_model`` picks them per backend; see :mod:`bisenet_jax.models.kernels`).
+    heads needs a ``"dropout"`` rng in training. ``kernels``: the max pool, depthwise
+    convolutions and the auxiliary heads' upsampling convolutions (``create_model`` picks them per backend; see :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int
@@ -306,7 +311,8 @@ class BiSeNetV2(nn.Module):
         if self.aux_heads:
             for name, feat, mid, up in (("aux2", feat2, 128, 4), ("aux3", feat3, 128, 8),
                                         ("aux4", feat4, 128, 16), ("aux5_4", feat5_4, 128, 32)):
-                aux_logits = SegmentHead(mid, self.num_classes, up, True, self.dtype, name=name)(feat, out_size, train)
+                aux_logits = SegmentHead(mid, self.num_classes, up, True, self.dtype, self.kernels,
+                                         name=name)(feat, out_size, train)
                 self.sow("intermediates", f"aux_logits_{name[3:]}", aux_logits)
                 aux.append(aux_logits)
         return (logits, aux) if train else logits

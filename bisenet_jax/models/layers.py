@@ -34,7 +34,8 @@ class Convolution(nn.Module):
     every feature by half a pixel against the PyTorch models.)
 
     A depthwise convolution (``groups`` == input channels > 1) is computed by
-    ``kernels.depthwise_conv`` (see :mod:`bisenet_jax.models.kernels`); every other one by XLA.
+    ``kernels.depthwise_conv`` (see :mod:`bisenet_jax.models.kernels`), a nearest x2 upsampling
+    followed by a dense 3x3 one by ``kernels.upsample2_conv3x3``; every other one by XLA.
     """
 
     features: int
@@ -47,20 +48,36 @@ class Convolution(nn.Module):
     kernels: Kernels = XLA_KERNELS
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, upsample_to: Sequence[int] | None = None) -> jax.Array:
+        """``upsample_to`` (H, W): resize ``x`` to it with ``resize(..., "nearest")`` first; at exactly
+        twice the input size a dense 3x3 stride-1 convolution computes both in one
+        ``kernels.upsample2_conv3x3``."""
         channels, k = x.shape[-1], self.kernel_size
         if channels % self.groups or self.features % self.groups:
             raise ValueError(f"{self.name}: {channels} input and {self.features} output channels are not both "
                              f"divisible by groups={self.groups}")
         kernel = self.param("kernel", self.kernel_init, (k, k, channels // self.groups, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        if channels == self.groups > 1:
-            y = self.kernels.depthwise_conv(x, kernel, self.strides, k // 2)
+        if (upsample_to is not None and (k, self.strides, self.groups) == (3, 1, 1)
+                and _is_double(x.shape[1:3], upsample_to)):
+            y = self.kernels.upsample2_conv3x3(x, kernel)
         else:
-            y = grouped_conv(x, kernel, self.strides, k // 2, self.groups)
+            if upsample_to is not None:
+                x = resize(x, upsample_to, "nearest")
+            if channels == self.groups > 1:
+                y = self.kernels.depthwise_conv(x, kernel, self.strides, k // 2)
+            else:
+                y = grouped_conv(x, kernel, self.strides, k // 2, self.groups)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y
+
+
+def _is_double(size: Sequence[Any], target: Sequence[Any]) -> bool:
+    """Whether ``target`` is exactly twice ``size`` in both dims, for concrete sizes only (symbolic
+    dims under jax.export take the general path, which computes the same function)."""
+    dims = (*size, *target)
+    return all(isinstance(d, int) for d in dims) and tuple(target) == (2 * size[0], 2 * size[1])
 
 
 def batch_norm(train: bool, dtype: Dtype = jnp.float32, scale_init: Callable = nn.initializers.ones,
@@ -94,11 +111,13 @@ class ConvBNReLU(nn.Module):
     relu: bool = True
     dtype: Dtype = jnp.float32
     kernel_init: Callable = kaiming_fan_in
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, upsample_to: Sequence[int] | None = None) -> jax.Array:
+        """``upsample_to``: nearest-resize ``x`` to this (H, W) first (see :class:`Convolution`)."""
         x = Convolution(self.features, self.kernel_size, self.strides, dtype=self.dtype,
-                        kernel_init=self.kernel_init, name="conv")(x)
+                        kernel_init=self.kernel_init, kernels=self.kernels, name="conv")(x, upsample_to)
         x = batch_norm(train, self.dtype, name="bn")(x)
         return nn.relu(x) if self.relu else x
 

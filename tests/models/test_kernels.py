@@ -1,7 +1,12 @@
 """The kernel bundles: each CPU form against the XLA op it replaces (values and gradients), the
 per-backend default, and which kernels a model traces."""
 import copy
+import json
+import os
+import pathlib
 import pickle
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +96,96 @@ def test_max_pool_gradients_with_many_ties_match_xla(height, width):
     np.testing.assert_allclose(cpu_vjp(cotangent)[0], xla_vjp(cotangent)[0], rtol=1e-6, atol=1e-6)
 
 
+def test_max_pool_gradient_does_not_depend_on_the_forward_output_bits():
+    """The CPU backward finds each window's maximum from the input itself. It used to compare the
+    taps with the forward's output, and inside a jitted model XLA computed the pooled activation in
+    two fusions whose last bits differed: ~0.1% of the windows lost their gradient. Here the
+    residual is perturbed by one ulp against the forward (what the two fusions did): every window
+    must still route its cotangent, so the input gradient sums to the cotangent's sum."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 9, 10, 3)), jnp.float32)
+    x_other_bits = jnp.nextafter(x, jnp.inf)  # every value one ulp up: no tap equals the forward's max
+    cotangent = jnp.asarray(rng.uniform(1.0, 2.0, size=(2, 5, 5, 3)), jnp.float32)
+    from bisenet_jax.models.kernels import _phase_max_pool_bwd, _phase_max_pool_fwd
+
+    assert len(_phase_max_pool_fwd(x)[1]) == 1  # the input is the only residual
+    (grad,) = _phase_max_pool_bwd((x_other_bits,), cotangent)
+    np.testing.assert_allclose(float(grad.sum()), float(cotangent.sum()), rtol=1e-6)
+    (want,) = jax.vjp(XLA_KERNELS.max_pool_3x3_s2, x)[1](cotangent)
+    np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bisenetv1_r18", "bisenetv2"])
+def test_cpu_and_xla_bundles_give_one_model_the_same_training_gradients(name):
+    """Whole-model check in float64, jitted (where XLA fuses the CPU forms with their neighbours):
+    the training loss's gradient for every parameter agrees between the bundles to 1e-12 of the
+    largest gradient entry. R18: the stem's max pool and the context path's upsampling
+    convolutions; V2: the stem's max pool, depthwise convolutions and the four auxiliary heads'
+    upsampling convolutions. (The max pool's old backward failed this with an error of 0.4 on the
+    R18 stem.)"""
+    script = pathlib.Path(__file__).with_name("bundle_gradients.py")
+    out = subprocess.run([sys.executable, str(script), name, "64", "96"], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["num_params"] > 100
+    assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-9)
+    assert result["worst_error"] < 1e-12, result
+
+
+# ---------------------------------------------------------------------------------------------
+# Nearest x2 upsampling followed by a 3x3 convolution
+
+
+@pytest.mark.parametrize("height, width, channels, features", [(6, 8, 5, 7), (5, 7, 3, 4), (1, 1, 2, 3), (3, 10, 16, 1)])
+def test_upsample_conv_forms_agree_in_values_and_gradients(height, width, channels, features):
+    rng = np.random.default_rng(height * width + features)
+    x = jnp.asarray(rng.normal(size=(2, height, width, channels)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, channels, features)), jnp.float32)
+    cpu, cpu_vjp = jax.vjp(CPU_KERNELS.upsample2_conv3x3, x, kernel)
+    xla, xla_vjp = jax.vjp(XLA_KERNELS.upsample2_conv3x3, x, kernel)
+    # The definition, written out: every pixel repeated 2x2, then XLA's convolution with padding 1.
+    upsampled = np.repeat(np.repeat(np.asarray(x), 2, axis=1), 2, axis=2)
+    want = jax.lax.conv_general_dilated(upsampled, kernel, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert cpu.shape == xla.shape == (2, 2 * height, 2 * width, features)
+    # float32, values ~N(0, 1): the CPU form sums the kernel taps first (up to 4 per phase tap),
+    # then 4 * channels products; agreement to 1e-4 relative to the outputs' scale (~sqrt(9 * C)).
+    np.testing.assert_allclose(xla, want, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(cpu, want, rtol=1e-4, atol=1e-4)
+    cotangent = jnp.asarray(rng.normal(size=cpu.shape), jnp.float32)
+    for got, expected in zip(cpu_vjp(cotangent), xla_vjp(cotangent)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_upsample_conv_gradients_under_jit_and_in_float64():
+    """The hand-written kernel gradient (one matmul per 2x2 tap) against autodiff of the XLA form,
+    jitted, in float64 (no float32 rounding: agreement to 1e-12)."""
+    script = """
+import jax, json, numpy as np
+jax.config.update("jax_enable_x64", True)
+from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS
+rng = np.random.default_rng(0)
+x, k = rng.normal(size=(3, 7, 6, 4)), rng.normal(size=(3, 3, 4, 5))
+g = rng.normal(size=(3, 14, 12, 5))
+loss = lambda f: jax.jit(jax.grad(lambda x, k: (f(x, k) * g).sum(), (0, 1)))(x, k)
+(cx, ck), (xx, xk) = loss(CPU_KERNELS.upsample2_conv3x3), loss(XLA_KERNELS.upsample2_conv3x3)
+print(json.dumps([str(ck.dtype), float(abs(cx - xx).max()), float(abs(ck - xk).max()), float(abs(xk).max())]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    dtype, dx_error, dk_error, dk_scale = json.loads(out.stdout.strip().splitlines()[-1])
+    assert dtype == "float64" and dk_scale > 1.0
+    assert dx_error < 1e-12 and dk_error < 1e-12
+
+
+@pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
+def test_upsample_conv_kernel_shape_is_checked(kernels):
+    with pytest.raises(ValueError, match=r"kernel \(1, 1, 4, 6\) does not fit 4 input channels"):
+        kernels.upsample2_conv3x3(jnp.zeros((1, 5, 5, 4)), jnp.zeros((1, 1, 4, 6)))
+
+
 # ---------------------------------------------------------------------------------------------
 # OHEM's k-th largest loss
 
@@ -137,7 +232,7 @@ def test_kernels_by_name_and_unknown_names():
 
 
 def test_every_bundle_has_every_op():
-    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest"}
+    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest", "upsample2_conv3x3"}
     for kernels in (CPU_KERNELS, XLA_KERNELS):
         assert isinstance(kernels, Kernels)
         assert all(callable(getattr(kernels, op)) for op in ops)
@@ -181,9 +276,11 @@ def _forward_and_grad_jaxpr(model):
 
 
 # A max pool in every model (ResNet and Xception stems, the V2 stem block); depthwise convolutions
-# in X39 (51) and V2 (16).
-@pytest.mark.parametrize("name", ["bisenetv1_r18", "bisenetv1_x39", "bisenetv2"])
-def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name):
+# in X39 (51) and V2 (16); upsampling convolutions in V1's context path (2, in the eval forward
+# and again in the training gradient, where this custom_vjp stays a call) and V2's auxiliary heads
+# (4, training only).
+@pytest.mark.parametrize("name,upsample_calls", [("bisenetv1_r18", 4), ("bisenetv1_x39", 4), ("bisenetv2", 4)])
+def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name, upsample_calls):
     xla_jaxpr, variables = _forward_and_grad_jaxpr(create_model(name, 19, kernels="xla"))
     assert _count_primitive(xla_jaxpr, "custom_vjp_call") == 0
     assert _count_primitive(xla_jaxpr, "select_and_scatter_add") == 1  # XLA's max pool gradient
@@ -191,9 +288,10 @@ def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name):
     cpu_jaxpr, _ = _forward_and_grad_jaxpr(create_model(name, 19, kernels="cpu"))
     depthwise = [path for path, leaf in traverse_util.flatten_dict(variables["params"]).items()
                  if path[-1] == "kernel" and leaf.shape[2] == 1]  # (k, k, 1, C * m): one input channel per group
-    # The eval forward traces each CPU kernel once as a custom_vjp (under grad the forward and
-    # backward are inlined): every depthwise convolution and the max pool got the CPU forms.
-    assert _count_primitive(cpu_jaxpr, "custom_vjp_call") == len(depthwise) + 1
+    # The eval forward traces each CPU kernel once as a custom_vjp (under grad the depthwise and
+    # max pool forms are inlined): every depthwise convolution, the max pool and every upsampling
+    # convolution got the CPU forms.
+    assert _count_primitive(cpu_jaxpr, "custom_vjp_call") == len(depthwise) + 1 + upsample_calls
     assert _count_primitive(cpu_jaxpr, "select_and_scatter_add") == 0
 
 

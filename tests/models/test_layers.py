@@ -31,3 +31,22 @@ def test_convolution_is_nn_conv(groups, features, kernel_size, kernels):
 def test_convolution_checks_groups():
     with pytest.raises(ValueError, match="not both divisible by groups=4"):
         Convolution(8, groups=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 6)))
+
+
+@pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
+@pytest.mark.parametrize("size, upsample_to, kernel_size", [((5, 6), (10, 12), 3), ((5, 6), (9, 12), 3),
+                                                             ((4, 4), (12, 12), 3), ((5, 6), (10, 12), 1)])
+def test_convolution_upsample_to_is_a_nearest_resize_first(size, upsample_to, kernel_size, kernels):
+    """``upsample_to`` equals ``resize(x, size, "nearest")`` then the convolution, whether the
+    kernel bundle's one-op form applies (x2 with a 3x3 kernel) or not (x3, 9 from 5, a 1x1 kernel);
+    same parameters either way."""
+    from bisenet_jax.models.layers import resize
+
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, *size, 4)), jnp.float32)
+    conv = Convolution(5, kernel_size, use_bias=True, kernels=kernels)
+    params = jax.tree.map(lambda a: a + 0.1, conv.init(jax.random.PRNGKey(0), x))
+    got = conv.apply(params, x, upsample_to)
+    want = conv.apply(params, resize(x, upsample_to, "nearest"))
+    assert got.shape == (2, *upsample_to, 5)
+    assert jax.tree.map(jnp.shape, params) == {"params": {"kernel": (kernel_size, kernel_size, 4, 5), "bias": (5,)}}
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
