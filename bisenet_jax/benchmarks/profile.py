@@ -140,7 +140,8 @@ def classify(instruction: Instruction, computations: dict[str, list[Instruction]
     Otherwise by the op_name of the instruction (or its fused root): 'jvp(<model>)' is the model's
     forward, 'transpose(jvp(<model>))' its backward, other 'jvp(' ops are the loss, ops outside the
     gradient are the optimizer update (grad norm and finite check included; the dropout key: other).
-    Inside the model a fusion is what it contains, first of: a labelled kernel (depthwise, max pool),
+    Inside the model a fusion is what it contains, first of: a labelled kernel (depthwise, max pool,
+    the upsampling convolution's kernel gradient and phase bookkeeping),
     a resize (``jax.image.resize``), layout (data movement with elementwise work fused in), an op of a
     BatchNorm layer (by module path).
     """
@@ -173,6 +174,10 @@ def classify(instruction: Instruction, computations: dict[str, list[Instruction]
         return f"conv depthwise/{FWD if not backward else DX if batch_like else DW}"
     if any(SCOPES["max_pool_3x3_s2"] in path for path in paths):
         return f"max pool/{phase}"
+    if any(SCOPES["upsample2_conv3x3"] in path for path in paths):  # the CPU form's ops other than its convs
+        if "dot" in opcodes | {instruction.opcode}:  # its hand-written kernel gradient: a matmul per tap
+            return f"conv dense/{DW}"
+        return f"layout copy/{phase}"  # building the phase kernel, interleaving the four phases
     if "resize" in op_name:
         return f"resize/{phase}"
     if layout:

@@ -44,7 +44,7 @@ class Kernels:
       (``0 <= k <= values.size``, ``k`` may be traced; ``+inf`` for ``k == 0``); not differentiated.
     - ``upsample2_conv3x3(x, kernel)``: ``x`` (N, H, W, C) with every pixel repeated 2x2 (nearest
       x2), then convolved with the dense ``kernel`` (3, 3, C, features), stride 1, padding 1:
-      (N, 2H, 2W, features).
+      (N, 2H, 2W, features). ``kernel`` may be float32 for a lower-precision ``x``.
     """
 
     name: str
@@ -98,7 +98,7 @@ def check_upsample_kernel(x: jax.Array, kernel: jax.Array) -> None:
 
 def repeat_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     check_upsample_kernel(x, kernel)
-    return grouped_conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), kernel, 1, 1)
+    return grouped_conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), kernel.astype(x.dtype), 1, 1)
 
 
 def sorted_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
@@ -247,21 +247,23 @@ _PHASE_TAPS = (((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1)))
 
 @jax.custom_vjp
 def _conv2x2_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return grouped_conv(x, kernel, 1, 0)
+    """VALID 2x2 convolution; ``kernel`` may be wider than ``x`` (float32 weights of a bfloat16
+    model): it is cast to ``x.dtype`` here and its gradient comes back in its own dtype."""
+    return grouped_conv(x, kernel.astype(x.dtype), 1, 0)
 
 
 def _conv2x2_valid_fwd(x, kernel):
-    return _conv2x2_valid(x, kernel), (x, kernel)
+    return grouped_conv(x, kernel.astype(x.dtype), 1, 0), (x, kernel)
 
 
 def _conv2x2_valid_bwd(residuals, g):
     # XLA's input gradient (fast), and the kernel gradient as one matmul per tap: XLA:CPU's own
     # kernel-gradient convolution for a 2x2 kernel takes 10-30x longer than these four dots.
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x: grouped_conv(x, kernel, 1, 0), x)
+    _, input_vjp = jax.vjp(lambda x: grouped_conv(x, kernel.astype(x.dtype), 1, 0), x)
     out_h, out_w = g.shape[1], g.shape[2]
-    taps = [[jnp.einsum("nhwi,nhwo->io", x[:, p:p + out_h, q:q + out_w], g,
-                         preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+    accumulate = jnp.promote_types(kernel.dtype, jnp.float32)
+    taps = [[jnp.einsum("nhwi,nhwo->io", x[:, p:p + out_h, q:q + out_w], g, preferred_element_type=accumulate)
              for q in (0, 1)] for p in (0, 1)]
     return input_vjp(g)[0], jnp.asarray(taps).astype(kernel.dtype)
 
@@ -270,7 +272,10 @@ _conv2x2_valid.defvjp(_conv2x2_valid_fwd, _conv2x2_valid_bwd)
 
 
 def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    # The phase kernel (sums of up to four taps) is built in the wider of the kernel's dtype (the
+    # float32 weights) and x's, and cast to x's only for the convolution.
     check_upsample_kernel(x, kernel)
+    kernel = kernel.astype(jnp.promote_types(kernel.dtype, x.dtype))
     n, h, w, c = x.shape
     features = kernel.shape[-1]
     taps = jnp.asarray(_PHASE_TAPS, kernel.dtype)  # (phase, tap, kernel row)

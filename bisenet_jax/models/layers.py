@@ -57,11 +57,12 @@ class Convolution(nn.Module):
             raise ValueError(f"{self.name}: {channels} input and {self.features} output channels are not both "
                              f"divisible by groups={self.groups}")
         kernel = self.param("kernel", self.kernel_init, (k, k, channels // self.groups, self.features), jnp.float32)
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x = x.astype(self.dtype)
         if (upsample_to is not None and (k, self.strides, self.groups) == (3, 1, 1)
                 and _is_double(x.shape[1:3], upsample_to)):
-            y = self.kernels.upsample2_conv3x3(x, kernel)
+            y = self.kernels.upsample2_conv3x3(x, kernel)  # the float32 kernel: phase sums at >= float32
         else:
+            kernel = kernel.astype(self.dtype)
             if upsample_to is not None:
                 x = resize(x, upsample_to, "nearest")
             if channels == self.groups > 1:

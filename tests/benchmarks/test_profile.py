@@ -106,6 +106,8 @@ ENTRY %main.9 (Arg_0: f32[2,8,8,4]) -> f32[] {{
   %add_select_fusion = f32[3,3,4,16]{{3,2,1,0}} fusion(%k, %dk), kind=kLoop, calls=%add, metadata={{op_name="jit(train_step)/jit(_where)/select_n"}}
   %threefry_fusion = u32[2]{{0}} fusion(%r), kind=kLoop, calls=%add, metadata={{op_name="jit(train_step)/jit(_threefry_fold_in)/threefry2x32"}}
   %copy.7 = f32[3,3,4,16]{{3,2,1,0}} copy(%k)
+  %dot.5 = f32[4,64]{{1,0}} dot(%x, %g), lhs_contracting_dims={{0,1,2}}, rhs_contracting_dims={{0,1,2}}, metadata={{op_name="{BWD_NAME}/head/up/conv/kernel_upsample_conv/dot_general"}}
+  %copy.9 = f32[2,16,16,16]{{3,2,1,0}} copy(%z), metadata={{op_name="{FWD_NAME}/head/up/conv/kernel_upsample_conv/reshape"}}
   %copy_reverse_fusion = f32[3,3,16,4]{{3,2,1,0}} fusion(%k), kind=kLoop, calls=%fused_flip
   ROOT %add_fusion = f32[] fusion(%c), kind=kLoop, calls=%add, metadata={{op_name="{FWD_NAME}/block/add"}}
 }}
@@ -128,6 +130,8 @@ EXPECTED = {
     "add_select_fusion": "optimizer/update",
     "threefry_fusion": "other/update",
     "copy.7": "layout copy/unattributed",
+    "dot.5": "conv dense/kernel grad",  # the upsampling convolution's CPU form: its kernel gradient, a matmul per tap
+    "copy.9": "layout copy/forward",  # ... and the interleaving of its four output phases
     "copy_reverse_fusion": "layout copy/backward",  # no op_name, but a kernel flip is backward work
     "add_fusion": "other/forward",
 }

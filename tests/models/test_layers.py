@@ -50,3 +50,22 @@ def test_convolution_upsample_to_is_a_nearest_resize_first(size, upsample_to, ke
     assert got.shape == (2, *upsample_to, 5)
     assert jax.tree.map(jnp.shape, params) == {"params": {"kernel": (kernel_size, kernel_size, 4, 5), "bias": (5,)}}
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_upsampling_convolution_in_bfloat16_sums_the_phase_taps_in_float32():
+    """A bfloat16 model keeps float32 weights: the CPU form sums the 3x3 taps into the phase kernel
+    before rounding to bfloat16, so it is as close to the float32 result as the XLA form (one
+    rounding of each tap), not further."""
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 6, 8, 16)), jnp.float32)
+    results = {}
+    for kernels, dtype in ((XLA_KERNELS, jnp.float32), (CPU_KERNELS, jnp.bfloat16), (XLA_KERNELS, jnp.bfloat16)):
+        conv = Convolution(8, 3, dtype=dtype, kernels=kernels)
+        params = conv.init(jax.random.PRNGKey(0), x)
+        assert params["params"]["kernel"].dtype == jnp.float32
+        results[kernels.name, jnp.dtype(dtype).name] = np.asarray(conv.apply(params, x, (12, 16)), np.float32)
+    reference = results["xla", "float32"]
+    scale = np.abs(reference).max()
+    cpu_error = np.abs(results["cpu", "bfloat16"] - reference).max() / scale
+    xla_error = np.abs(results["xla", "bfloat16"] - reference).max() / scale
+    assert results["cpu", "bfloat16"].shape == (2, 12, 16, 8)
+    assert 0 < cpu_error < 2e-2 and cpu_error < 2 * xla_error + 1e-3, (cpu_error, xla_error)
