@@ -284,7 +284,8 @@ class BiSeNetV2(nn.Module):
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux2, aux3, aux4, aux5_4])`` (empty list without auxiliary heads). Dropout in the
     heads needs a ``"dropout"`` rng in training. ``kernels``: the max pool, depthwise
-    convolutions and the auxiliary heads' upsampling convolutions (``create_model`` picks them per backend; see :mod:`bisenet_jax.models.kernels`).
+    convolutions and the auxiliary heads' upsampling convolutions (``create_model`` picks them
+    per backend; see :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int
