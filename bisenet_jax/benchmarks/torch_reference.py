@@ -35,6 +35,11 @@ from bisenet_jax.convert.torch_models import build_torch_model, count_parameters
 from bisenet_jax.evaluation import metrics as metrics_lib
 
 
+def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32, or float64 for a float64 model (as ``bisenet_jax.train.losses``)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 255,
                        thresh: float = 0.7, min_kept_divisor: int = 16) -> torch.Tensor:
     """Mean of the pixel losses above ``-ln(thresh)``, or of the ``n_valid // 16`` largest if fewer pass.
@@ -45,7 +50,7 @@ def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_label:
     num_classes = logits.shape[1]
     valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
     safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
-    losses = F.cross_entropy(logits.float(), safe_labels, reduction="none")
+    losses = F.cross_entropy(_loss_dtype(logits), safe_labels, reduction="none")
     losses = torch.where(valid, losses, torch.zeros_like(losses)).reshape(-1)
     n_min = int(valid.sum()) // min_kept_divisor
     hard = losses[losses > -math.log(thresh)]
@@ -62,7 +67,7 @@ def segmentation_loss(logits: torch.Tensor, aux_logits: Sequence[torch.Tensor], 
     if loss_config.name == "ohem":
         fn = lambda lg: ohem_cross_entropy(lg, labels, ignore_label, loss_config.ohem_thresh)
     elif loss_config.name == "ce":
-        fn = lambda lg: F.cross_entropy(lg.float(), labels, ignore_index=ignore_label)
+        fn = lambda lg: F.cross_entropy(_loss_dtype(lg), labels, ignore_index=ignore_label)
     else:
         raise ValueError(f"unknown loss {loss_config.name!r}; expected 'ohem' or 'ce'")
     main = fn(logits)

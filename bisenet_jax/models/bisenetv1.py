@@ -127,7 +127,7 @@ class SegmentationOutput(nn.Module):
     def __call__(self, x, out_size, train: bool = False):
         x = ConvBNReLU(self.mid, 3, dtype=self.dtype, name="conv")(x, train)
         x = Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, name="conv_out")(x)
-        return resize(x.astype(jnp.float32), out_size, "bilinear")
+        return resize(x.astype(jnp.promote_types(x.dtype, jnp.float32)), out_size, "bilinear")
 
 
 class BiSeNetV1(nn.Module):

@@ -244,7 +244,7 @@ class SegmentHead(nn.Module):
         x = nn.Dropout(0.1, deterministic=not train)(x)
         x = HeadClassifier(self.num_classes, self.up_factor ** 2 if self.aux else 0, self.dtype, self.kernels,
                            name="conv_out")(x, train)
-        return resize(x.astype(jnp.float32), out_size, "bilinear")
+        return resize(x.astype(jnp.promote_types(x.dtype, jnp.float32)), out_size, "bilinear")
 
 
 class HeadClassifier(nn.Module):

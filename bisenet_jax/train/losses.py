@@ -1,8 +1,9 @@
 """Segmentation losses: pixel-wise cross-entropy and OHEM cross-entropy, both with an ignore label.
 
-Losses are computed in float32 whatever the compute dtype of the logits. OHEM's k-th largest loss
-comes from a :class:`~bisenet_jax.models.kernels.Kernels` bundle (``kernels``: "auto", "cpu", "xla"
-or a bundle); pass the model's ``kernels`` so that model and loss make one choice.
+Losses are computed in float32 whatever the compute dtype of the logits (in float64 for a float64
+model). OHEM's k-th largest loss comes from a :class:`~bisenet_jax.models.kernels.Kernels` bundle
+(``kernels``: "auto", "cpu", "xla" or a bundle); pass the model's ``kernels`` so that model and loss
+make one choice.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int)
     num_classes = logits.shape[-1]
     valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
     safe_labels = jnp.where(valid, labels, 0)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe_labels)
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(dtype), safe_labels)
     return jnp.where(valid, losses, 0.0), valid
 
 
@@ -62,14 +64,15 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int =
 
 
 def sum_of_top_k(values: jax.Array, k: jax.Array, kernels: str | Kernels = "auto") -> jax.Array:
-    """Sum of the ``k`` largest of the non-negative float32 ``values`` (1-D); ``k`` may be traced.
+    """Sum of the ``k`` largest of the non-negative ``values`` (1-D, float32 or float64); ``k`` may be traced.
 
     The k-th largest value is ``kernels.kth_largest`` (a sort, or on CPU a bisection; neither is
     differentiated). Values tied with it share the remaining weight, so the sum and its gradient
     equal those of a sort (up to which tied element is credited).
     """
-    kth = get_kernels(kernels).kth_largest(jax.lax.stop_gradient(values).astype(jnp.float32), k)
-    above, tied = values > kth, values == kth
+    selected = jax.lax.stop_gradient(values).astype(jnp.float32)  # float64 values are selected in float32
+    kth = get_kernels(kernels).kth_largest(selected, k)
+    above, tied = selected > kth, selected == kth
     n_above, n_tied = jnp.sum(above), jnp.sum(tied)
     tie_weight = (k - n_above).astype(jnp.float32) / jnp.maximum(n_tied, 1).astype(jnp.float32)
     weights = jnp.where(above, 1.0, jnp.where(tied, tie_weight, 0.0))
