@@ -49,15 +49,15 @@ def model_family(model_name: str) -> str:
 
 
 def to_torch_state_dict(variables: Mapping[str, Any], model_name: str, *, aux_heads: bool = True,
-                        as_torch: bool = False) -> dict[str, Any]:
+                        as_torch: bool = False, dtype: Any = np.float32) -> dict[str, Any]:
     """JAX ``{"params", "batch_stats"}`` -> PyTorch ``state_dict`` (conv kernels OIHW).
 
     Every BatchNorm gets ``running_mean`` / ``running_var`` from ``batch_stats`` and a
     ``num_batches_tracked`` of 0 (int64), so the result has exactly the reference key set and loads
     with ``strict=True`` into ``build_torch_model(model_name, num_classes)`` in training mode.
     ``aux_heads=False`` leaves the training-only auxiliary heads out (a deployment checkpoint, for
-    ``build_torch_model(..., aux_heads=False)``). Values are float32 numpy arrays, or torch tensors
-    with ``as_torch=True``.
+    ``build_torch_model(..., aux_heads=False)``). Values are numpy arrays of ``dtype`` (float32; float64
+    to compare a float64 model with PyTorch's), or torch tensors with ``as_torch=True``.
 
     Raises a ValueError listing missing / unexpected / mis-shaped variables if ``variables`` are not
     those of ``model_name``.
@@ -77,7 +77,7 @@ def to_torch_state_dict(variables: Mapping[str, Any], model_name: str, *, aux_he
     batch_norms = set(batch_norm_prefixes(variables))
     state_dict: dict[str, np.ndarray] = {}
     for path, torch_key in _torch_ordered(key_table(variables)):
-        state_dict[torch_key] = to_torch_layout(path, np.asarray(flat[path], dtype=np.float32))
+        state_dict[torch_key] = to_torch_layout(path, np.asarray(flat[path], dtype=dtype))
         module = torch_key.rsplit(".", 1)[0]
         if torch_key.endswith(".running_var") and module in batch_norms:
             state_dict[f"{module}.num_batches_tracked"] = np.array(0, dtype=np.int64)

@@ -19,14 +19,13 @@ import flax.linen as nn  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from flax import traverse_util  # noqa: E402
 
 _Dropout = nn.Dropout
 nn.Dropout = lambda rate, **kwargs: _Dropout(0.0, **kwargs)
 
 from bisenet_jax.benchmarks import torch_reference  # noqa: E402
 from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe  # noqa: E402
-from bisenet_jax.convert.names import key_table, to_torch_layout  # noqa: E402
+from bisenet_jax.convert.state_dict import to_torch_state_dict  # noqa: E402
 from bisenet_jax.models import create_model  # noqa: E402
 from bisenet_jax.train.optim import create_optimizer  # noqa: E402
 from bisenet_jax.train.state import TrainState  # noqa: E402
@@ -34,13 +33,6 @@ from bisenet_jax.train.step import train_step  # noqa: E402
 
 IGNORE = 255
 NUM_STEPS = 2  # the second step is the first with momentum
-
-
-def torch_layout(variables) -> dict[str, np.ndarray]:
-    """The JAX variables as a PyTorch state_dict of float64 arrays (the converter's names and layouts)."""
-    flat = {("params",) + p: v for p, v in traverse_util.flatten_dict(variables["params"]).items()}
-    flat.update((("batch_stats",) + p, v) for p, v in traverse_util.flatten_dict(variables["batch_stats"]).items())
-    return {key: to_torch_layout(path, np.asarray(flat[path], np.float64)) for path, key in key_table(variables)}
 
 
 def main(recipe: str) -> None:
@@ -64,11 +56,13 @@ def main(recipe: str) -> None:
                                            aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
                                            schedule=schedule, kernels=model.kernels))
 
-    initial = torch_layout({"params": state.params, "batch_stats": state.batch_stats})
+    def torch_layout(state):
+        return to_torch_state_dict({"params": state.params, "batch_stats": state.batch_stats}, config.model.name,
+                                   dtype=np.float64)
+
+    initial = torch_layout(state)
     reference = torch_reference.reference_model(config).double().train()
-    missing, unexpected = reference.load_state_dict({k: torch.from_numpy(v) for k, v in initial.items()},
-                                                    strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in initial.items()}, strict=True)
     for module in reference.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -84,7 +78,7 @@ def main(recipe: str) -> None:
         torch_loss, _ = torch_reference.train_step(reference, optimizer, images.double(), labels, config.loss, IGNORE)
         losses.append([float(metrics["loss"]), torch_loss])
 
-    trained = torch_layout({"params": state.params, "batch_stats": state.batch_stats})
+    trained = torch_layout(state)
     expected = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
     params = [k for k in trained if k.rsplit(".", 1)[-1] in ("weight", "bias")]
     stats = [k for k in trained if k.rsplit(".", 1)[-1] in ("running_mean", "running_var")]
