@@ -12,6 +12,8 @@ from typing import Callable
 
 from absl import app, flags
 
+from bisenet_jax import allocator
+
 flags.DEFINE_bool("verbose", False, "Show the full traceback of an error (or set BISENET_VERBOSE=1).")
 
 # What a user can fix from the message alone; anything else is a bug and keeps its traceback.
@@ -19,7 +21,11 @@ USER_ERRORS = (ValueError, OSError, KeyError, FloatingPointError, RuntimeError)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)``, printing user errors as ``error: <message>`` and exiting with status 1."""
+    """``absl.app.run(main)``, printing user errors as ``error: <message>`` and exiting with status 1.
+
+    First, :func:`bisenet_jax.allocator.enable` (the process may be re-executed once with mimalloc as
+    its memory allocator); so call this only as a program's entry point."""
+    allocator.enable()
     app.run(lambda argv: _guarded(main, argv))
 
 

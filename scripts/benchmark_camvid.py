@@ -23,6 +23,8 @@ import os
 import pathlib
 import sys
 
+from bisenet_jax import allocator
+
 
 def _steps(text: str) -> str | int:
     if text in ("fit", "config"):
@@ -83,4 +85,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
     sys.exit(main())

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from bisenet_jax import allocator
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -47,4 +49,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
     sys.exit(main())

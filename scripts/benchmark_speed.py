@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from bisenet_jax import allocator
+
 
 def _resolution(text: str) -> tuple[int, int]:
     try:
@@ -85,4 +87,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
     sys.exit(main())

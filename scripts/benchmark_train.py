@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from bisenet_jax import allocator
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
     print(results[0]["xla_options"])
+    print(allocator.describe() + ("; the PyTorch step runs in this process too" if args.compare_torch else ""))
     if args.compare_torch:
         results.append(train_speed.torch_train_speed(args.model, args.batch_size, height, width,
                                                      num_classes=args.num_classes, warmup=args.warmup,
@@ -77,4 +80,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
     raise SystemExit(main())

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from bisenet_jax.evaluation.evaluator import default_eval_config
 from bisenet_jax.evaluation.predict import OUTPUTS, VIDEO_CODECS
+from bisenet_jax import allocator
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Model directory or training workdir.")
@@ -92,4 +93,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
     app.run(main)

@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 
+from bisenet_jax import allocator
+
 
 NOTES = ("JAX ms are thread time: an op's own event plus the thread-pool tasks it scheduled, on any thread "
          "(XLA:CPU runs independent ops at once and splits a convolution over its threads), so the JAX sum "
@@ -92,4 +94,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
     raise SystemExit(main())

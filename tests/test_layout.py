@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "bisenet_jax"
 # Bottom to top, as the README's Layout lists them.
-FLOORS = ["xla_flags", "paths", "models", "data", "checkpoints", "convert", "evaluation", "train", "export", "benchmarks",
+FLOORS = ["xla_flags", "allocator", "paths", "models", "data", "checkpoints", "convert", "evaluation", "train", "export", "benchmarks",
           "cli", "main"]
 
 

@@ -439,7 +439,8 @@ def format_report(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines = [f"CamVid val ({result['num_val_images']} images, ss at full resolution): {result['model_name']}, budget "
              f"{result['budget_minutes']} min, {env['cpus']} CPUs, jax {env['jax']}"
-             + (f", torch {env['torch']}" if "torch" in env else ""), ""]
+             + (f", torch {env['torch']}" if "torch" in env else "")
+             + (f"; {env['allocator']} (both sides)" if "allocator" in env else ""), ""]
     width = 22
     lines.append(f"{'':<{width}}" + "".join(f"{titles[s]:>22}" for s in sides))
 

@@ -278,7 +278,8 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_per
     lines = [
         f"device: {env['device']} ({env['cpus']} CPUs available to this process)",
         f"software: jax {env['jax']}" + (f", torch {env['torch']}" if "torch" in env else "")
-        + f", python {env['python']}; XLA_FLAGS={env['xla_flags'] or '(none)'}",
+        + f", python {env['python']}; XLA_FLAGS={env['xla_flags'] or '(none)'}"
+        + (f"; {env['allocator']}" if "allocator" in env else ""),
         f"protocol: inference forward (BN statistics, no aux heads), random input, {warmup} warm-up + "
         f"{iterations} timed iterations, median latency [p10, p90]; FPS = batch / median; "
         "JAX: one jit program, compiled ahead of time, block_until_ready; PyTorch: eager, eval(), "

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from bisenet_jax import allocator
+
 
 def cpu_count() -> int:
     """CPUs this process may run on: what XLA's CPU thread pool and ``torch.set_num_threads`` get."""
@@ -122,7 +124,7 @@ def environment() -> dict[str, Any]:
            "cpu": cpu_name(), "cpus": cpu_count(), "logical_cpus": os.cpu_count(),
            "jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()],
            "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-           "load_average": load_average()}
+           "allocator": allocator.describe(), "load_average": load_average()}
     try:
         import torch
     except ImportError:

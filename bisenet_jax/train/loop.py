@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from bisenet_jax import checkpoints
 from bisenet_jax import data as data_lib
-from bisenet_jax import paths, xla_flags
+from bisenet_jax import allocator, paths, xla_flags
 from bisenet_jax.evaluation import evaluator
 from bisenet_jax.evaluation.predict import Predictor, colorize
 from bisenet_jax.models import MIN_INPUT_SIZE
@@ -139,6 +139,7 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
          f"{jax.process_count()} process(es); global batch {global_batch}, crop {crop_h}x{crop_w}; "
          f"steps {start_step} -> {num_steps}; workdir {workdir}")
     _log(xla_flags.describe(setup.step_options))
+    _log(allocator.describe())
 
     pending: list[tuple[int, dict]] = []  # metrics of steps not yet fetched from the devices
     budget_s = 60.0 * config.train.time_budget_minutes
