@@ -16,8 +16,8 @@ PyTorch's CPU launcher, ``torch.backends.xeon.run_cpu``, preloads jemalloc or tc
 
 What. :func:`enable`, called first by the entry points (never on import), re-executes the same
 command once with mimalloc (the ``cmeel-mimalloc`` wheel, a dependency on Linux x86-64 and
-aarch64) at the front of ``LD_PRELOAD``: same pid, arguments and environment. Child processes
-inherit it. It does nothing when:
+aarch64) at the front of ``LD_PRELOAD`` and ``MIMALLOC_PURGE_DELAY=-1`` (keep freed memory; see
+``MIMALLOC_SETTINGS``): same pid, arguments and environment otherwise. Child processes inherit it. It does nothing when:
 
 - the platform is not Linux, or the wheel is not installed;
 - ``LD_PRELOAD`` already names an allocator (``*malloc*``): the user's choice wins;
@@ -35,6 +35,12 @@ import sys
 from typing import Mapping
 
 OPT_OUT = "BISENET_MALLOC"
+# mimalloc returns freed memory to the kernel 10 ms after it is freed by default; between two train
+# steps of the real loop (fetching the batch, logging) more time passes, and the step's buffers are then
+# faulted in again. Never returning it (-1) measured: V1-X39 CamVid loop 11.78 images/s against 9.00
+# with the default delay and 8.31 with glibc (scripts/benchmark_loop.py, docs/profile.md). A user's own
+# MIMALLOC_PURGE_DELAY wins.
+MIMALLOC_SETTINGS = {"MIMALLOC_PURGE_DELAY": "-1"}
 DISTRIBUTION = "cmeel-mimalloc"
 LIBRARY = "cmeel.prefix/lib/libmimalloc.so.3"
 
@@ -86,7 +92,7 @@ def enable() -> None:
     preload = planned_preload(os.environ, mimalloc_path())
     if preload is None or not sys.executable or loaded_allocator():
         return
-    environ = {**os.environ, "LD_PRELOAD": preload}
+    environ = {**MIMALLOC_SETTINGS, **os.environ, "LD_PRELOAD": preload}
     sys.stdout.flush()
     sys.stderr.flush()
     try:
