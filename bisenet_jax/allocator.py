@@ -9,7 +9,7 @@ under its mmap threshold, at most 32 MiB on 64-bit (``M_MMAP_THRESHOLD``), so no
 ``GLIBC_TUNABLES`` setting keeps a 910 MB block (its ``glibc.malloc.hugetlb=1`` huge pages were
 measured too: V1-X39 faster, V1-R18 and V2 not). mimalloc keeps freed memory and hands it out
 again: re-touching a freed 256 MiB block costs 0 page faults and ~10 ms with it against 65,537
-faults and ~150 ms with glibc (tests/test_allocator.py), and the train step takes 10-30% less
+faults and ~150 ms with glibc (tests/test_allocator.py), and the train step takes 8-30% less
 (docs/profile.md). No JAX or XLA setting replaces the allocator, and the only way to give a
 process another ``malloc`` is to load it first, so a hand-written re-execution does it (the way
 PyTorch's CPU launcher, ``torch.backends.xeon.run_cpu``, preloads jemalloc or tcmalloc).
