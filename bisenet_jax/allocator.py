@@ -76,7 +76,7 @@ def loaded_allocator(maps: str = "/proc/self/maps") -> str:
     """The preloaded allocator library mapped into this process (``libmimalloc.so.3``...), or ""."""
     try:
         with open(maps) as f:
-            names = {line.split()[-1] for line in f if line.count(" ") >= 5}
+            names = {fields[5] for line in f if len(fields := line.split()) > 5}  # the 6th field: the path
     except OSError:
         return ""
     return next((os.path.basename(n) for n in sorted(names) if "malloc" in os.path.basename(n)
@@ -90,7 +90,7 @@ def enable() -> None:
     goes on with the C library's allocator.
     """
     preload = planned_preload(os.environ, mimalloc_path())
-    if preload is None or not sys.executable or loaded_allocator():
+    if preload is None or not sys.executable:  # after the re-execution LD_PRELOAD names mimalloc: None
         return
     environ = {**MIMALLOC_SETTINGS, **os.environ, "LD_PRELOAD": preload}
     sys.stdout.flush()

@@ -17,9 +17,9 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bisenet_jax import allocator
 from bisenet_jax.evaluation.evaluator import default_eval_config
 from bisenet_jax.evaluation.predict import OUTPUTS, VIDEO_CODECS
-from bisenet_jax import allocator
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Model directory or training workdir.")
