@@ -8,7 +8,8 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
    (crop, batch, augmentation, OHEM, SGD with 10x head learning rate, warmup then poly decay),
    trained from scratch.
 2. Schedule fitted to the budget (``steps="fit"``, the default): before the budget starts, a short
-   calibration times the train step after its compilation; then
+   calibration times the train step after its compilation and ``CALIBRATION_WARMUP_STEPS`` untimed
+   steps; then
    ``num_steps = 0.97 * (budget - compilation) / step time``, rounded down to a multiple of the
    learning curve's interval, with the warmup and the number of curve points kept in the config's
    proportions (``num_steps // eval_every``). Each framework is fitted to its own step time, so each
@@ -129,23 +130,38 @@ def fit_num_steps(calibration: dict[str, float], budget_minutes: float) -> int:
     return steps
 
 
-def calibrate(run_steps: Callable[[int], None], num_steps: int = 8) -> dict[str, float]:
+# Untimed steps between the first (compiling) step and the timed ones. With mimalloc (allocator.py)
+# the next ~10 steps are 15-40% slower than the steady state while its heap grows to the step's
+# peak (X39 CamVid recipe, measured here: steps 2-9 0.72-1.01 s, then 0.66-0.80 s; flat 0.94-1.25 s
+# with glibc), and timing them made the fitted X39 schedule end at ~22 of its 30 minutes.
+CALIBRATION_WARMUP_STEPS = 10
+
+
+def calibrate(run_steps: Callable[[int], None], num_steps: int = 8,
+              warmup_steps: int = CALIBRATION_WARMUP_STEPS) -> dict[str, float]:
     """Times a side's train steps: ``startup_seconds`` (the first step, compiling), ``step_seconds``
-    and ``cpu_step_seconds`` (user + system time of the process per step, all threads).
+    and ``cpu_step_seconds`` (user + system time of the process per step, all threads) over
+    ``num_steps`` steps after ``warmup_steps`` untimed ones.
 
     ``run_steps(n)`` trains n steps and waits for them: ``jax_train_steps`` or
     ``torch_reference.train_steps``, both on a fresh model, so nothing compiled here is reused by
     the budgeted run (it compiles again, inside its budget).
     """
+    if num_steps < 1 or warmup_steps < 0:
+        raise ValueError(f"calibration needs num_steps >= 1 and warmup_steps >= 0, got {num_steps} and "
+                         f"{warmup_steps}")
+
     def timed(n):
         start, cpu = time.perf_counter(), machine.cpu_seconds()
         run_steps(n)
         return time.perf_counter() - start, machine.cpu_seconds() - cpu
 
     startup, _ = timed(1)
+    if warmup_steps:
+        run_steps(warmup_steps)
     seconds, cpu = timed(num_steps)
     return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
-            "calibration_steps": num_steps}
+            "calibration_steps": num_steps, "calibration_warmup_steps": warmup_steps}
 
 
 def jax_train_steps(config: ml_collections.ConfigDict) -> Callable[[int], None]:
@@ -405,7 +421,8 @@ def format_seed_spread(spread: dict[str, dict[str, Any]]) -> str:
 def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, log):
     calibration = None
     if steps == "fit":
-        log(f"[{side}] calibrating: {calibration_steps} train steps (outside the budget) ...")
+        log(f"[{side}] calibrating: 1 + {CALIBRATION_WARMUP_STEPS} untimed + {calibration_steps} timed train steps "
+            "(outside the budget) ...")
         if side == "jax":
             calibration = calibrate(jax_train_steps(config), calibration_steps)
         else:
