@@ -130,11 +130,13 @@ def fit_num_steps(calibration: dict[str, float], budget_minutes: float) -> int:
     return steps
 
 
-# Untimed steps between the first (compiling) step and the timed ones. With mimalloc (allocator.py)
-# the next ~10 steps are 15-40% slower than the steady state while its heap grows to the step's
-# peak (X39 CamVid recipe, measured here: steps 2-9 0.72-1.01 s, then 0.66-0.80 s; flat 0.94-1.25 s
-# with glibc), and timing them made the fitted X39 schedule end at ~22 of its 30 minutes.
-CALIBRATION_WARMUP_STEPS = 10
+# Untimed steps between the first (compiling) step and the timed ones, on both sides. Measured here
+# (X39 CamVid recipe): with mimalloc (allocator.py) JAX's next ~10 steps are 15-40% slower than the
+# steady state while the heap grows to the step's peak (steps 2-9 0.72-1.01 s, then 0.66-0.80 s; flat
+# with glibc), which made a fitted X39 schedule end at ~22 of its 30 minutes; the PyTorch reference's
+# first ~30 steps of a fresh model ran at 10.1-10.6 images/s, 11.3-12.5 from step 40 on, and a
+# calibration on steps 12-19 left 3.7 minutes of its budget unused.
+CALIBRATION_WARMUP_STEPS = 40
 
 
 def calibrate(run_steps: Callable[[int], None], num_steps: int = 8,
