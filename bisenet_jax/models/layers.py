@@ -153,6 +153,7 @@ class BatchNorm(nn.BatchNorm):
     def __call__(self, x, use_running_average=None, *, mask=None):
         use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
         if use_running_average:
+            # flax refuses the flag given both to the constructor and the call: pass it only if it came from the call.
             return super().__call__(x, None if self.use_running_average is not None else True, mask=mask)
         if mask is not None or self.axis not in (-1, x.ndim - 1) or self.axis_name is not None \
                 or not (self.use_scale and self.use_bias):
@@ -188,9 +189,6 @@ def batch_norm(train: bool, dtype: Dtype = jnp.float32, scale_init: Callable = n
         dtype=dtype,
         param_dtype=jnp.float32,
         scale_init=scale_init,
-        # Training computes two-pass statistics in normalize_batch; flax's own path (inference) reads
-        # only the running ones.
-        use_fast_variance=False,
         name=name,
     )
 
