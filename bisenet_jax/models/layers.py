@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
 
 from bisenet_jax.models.kernels import XLA_KERNELS, Kernels, grouped_conv
 
@@ -233,8 +234,52 @@ def resize(x: jax.Array, size: Sequence[int], method: str = "bilinear") -> jax.A
             return jnp.repeat(jnp.repeat(x, out_h // h, axis=1), out_w // w, axis=2)
         return jax.image.resize(x, (n, out_h, out_w, c), method="nearest")
     if method == "bilinear":
+        if all(isinstance(d, int) for d in (h, w, out_h, out_w)):
+            with jax.named_scope("bilinear_resize"):  # its ops' op_name: the profile's resize category
+                return _bilinear_by_matmuls(x, out_h, out_w)
         return jax.image.resize(x, (n, out_h, out_w, c), method="bilinear", antialias=False)
     raise ValueError(f"resize: unknown method {method!r}; expected 'nearest' or 'bilinear'")
+
+
+@functools.lru_cache(maxsize=64)
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) float64 weights of 1-D linear interpolation with half-pixel centres:
+    source = (dst + 0.5) * in / out - 0.5, clamped at 0, upper neighbour clamped at in - 1 (PyTorch's
+    ``align_corners=False``; no antialiasing, so downsampling reads two pixels as PyTorch does)."""
+    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    matrix = np.zeros((out_size, in_size))
+    np.add.at(matrix, (np.arange(out_size), low), 1.0 - frac)
+    np.add.at(matrix, (np.arange(out_size), high), frac)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _bilinear_by_matmuls(x: jax.Array, out_h: int, out_w: int) -> jax.Array:
+    """Bilinear resize of NHWC ``x`` as two matmuls with :func:`bilinear_matrix`, ordered so that
+    nothing at the output's size is transposed.
+
+    ``jax.image.resize`` computes the same two contractions (equal to float32 rounding, tested), but
+    as einsums whose operand and output layouts XLA meets with transposes of the full-size result
+    and, in the backward pass, of its gradient: V1's three heads at 256x320 spent ~250 ms of thread
+    time per train step in those copies on the 2-core CPU (docs/profile.md). Here the width is
+    resized first, at the input's height, where the one transpose is small (out_w / w times the
+    input), and the height last as a batched matmul whose output is already NHWC.
+    """
+    n, h, w, c = x.shape
+    mw = jnp.asarray(bilinear_matrix(w, out_w), x.dtype)
+    mh = jnp.asarray(bilinear_matrix(h, out_h), x.dtype)
+    highest = jax.lax.Precision.HIGHEST  # float32 weights on TPU/GPU too, as jax.image.resize
+    if out_w != w:
+        x = jax.lax.dot_general(x, mw, (((2,), (1,)), ((), ())), precision=highest)  # (n, h, c, out_w)
+        x = jnp.transpose(x, (0, 1, 3, 2))  # (n, h, out_w, c): the input's height
+    if out_h != h:
+        rows = x.reshape(n, h, out_w * c)
+        x = jax.lax.dot_general(jnp.broadcast_to(mh, (n, out_h, h)), rows, (((2,), (1,)), ((0,), (0,))),
+                                precision=highest).reshape(n, out_h, out_w, c)
+    return x
 
 
 def spatial_mean(x: jax.Array) -> jax.Array:

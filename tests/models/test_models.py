@@ -346,6 +346,41 @@ def test_resize_bilinear_matches_torch_itself():
     np.testing.assert_array_equal(resize(jnp.asarray(x), (12, 20), "nearest"), expected)
 
 
+@pytest.mark.parametrize("in_size,out_size", [((32, 40), (256, 320)), ((6, 8), (192, 256)), ((47, 63), (375, 500)),
+                                              ((10, 12), (5, 7)), ((9, 9), (20, 9)), ((10, 12), (10, 30))])
+def test_resize_bilinear_by_matmuls_equals_jax_image_resize_in_values_and_gradients(in_size, out_size):
+    """The bilinear resize is two matmuls laid out to avoid full-size transposes (layers.py); it must
+    equal XLA's own ``jax.image.resize`` (no antialiasing) in values and in the gradient w.r.t. its
+    input: float32 to 1e-6 of the largest magnitude, float64 to 1e-12, up- and downsampling, and one
+    side unchanged."""
+    rng = np.random.default_rng(3)
+    x64 = rng.standard_normal((2, *in_size, 5))
+    g64 = rng.standard_normal((2, *out_size, 5))
+    with jax.enable_x64(True):
+        for dtype, tol in ((jnp.float32, 1e-6), (jnp.float64, 1e-12)):
+            x, g = jnp.asarray(x64, dtype), jnp.asarray(g64, dtype)
+            ours = lambda v: resize(v, out_size, "bilinear")
+            xla = lambda v: jax.image.resize(v, (2, *out_size, 5), "bilinear", antialias=False)
+            got, vjp_got = jax.vjp(ours, x)
+            want, vjp_want = jax.vjp(xla, x)
+            assert got.dtype == dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=tol * float(jnp.max(jnp.abs(want))))
+            grad_got, grad_want = vjp_got(g)[0], vjp_want(g)[0]
+            np.testing.assert_allclose(grad_got, grad_want, rtol=0, atol=tol * float(jnp.max(jnp.abs(grad_want))))
+
+
+def test_resize_bilinear_with_symbolic_sizes_exports_and_matches_concrete_sizes():
+    """Under ``jax.export`` with symbolic height and width (dynamic-size ONNX/StableHLO), the resize
+    falls back to ``jax.image.resize``; the exported function equals the concrete one."""
+    from jax import export
+
+    h, w = export.symbolic_shape("h, w")
+    fn = lambda v: resize(v, (v.shape[1] * 4, v.shape[2] * 4), "bilinear")
+    exported = export.export(jax.jit(fn))(jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((1, 7, 9, 3)), jnp.float32)
+    np.testing.assert_allclose(exported.call(x), fn(x), rtol=0, atol=1e-6)
+
+
 def test_resize_to_the_same_size_is_identity_and_unknown_methods_fail():
     x = jnp.ones((1, 4, 4, 2))
     assert resize(x, (4, 4), "bilinear") is x
