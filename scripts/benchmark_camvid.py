@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=_steps, default="fit",
                         help="'fit' (default): fit num_steps to the budget from a short calibration of each side; "
                              "'config': the config's num_steps; or a number")
-    parser.add_argument("--calibration-steps", type=int, default=8,
-                        help="timed train steps of the calibration (after the compiling step and "
-                             f"{camvid.CALIBRATION_WARMUP_STEPS} untimed ones)")
+    parser.add_argument("--calibration-steps", type=int, default=camvid.CALIBRATION_STEPS,
+                        help="train steps of the calibration, each timed alone, median (after the compiling step "
+                             f"and {camvid.CALIBRATION_WARMUP_STEPS} untimed ones)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (default: all CPUs)")
     parser.add_argument("--config", default="", help="a config file to train instead of the model's CPU recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -139,11 +139,19 @@ def fit_num_steps(calibration: dict[str, float], budget_minutes: float) -> int:
 CALIBRATION_WARMUP_STEPS = 40
 
 
-def calibrate(run_steps: Callable[[int], None], num_steps: int = 8,
+# Timed steps of the calibration. Each is timed on its own and the median is the step time: in session 12 an
+# X39 calibration over the total of 8 steps gave 0.87 s per step and the loop then ran at 0.70 s (11.5
+# images/s), which would have ended JAX's fitted schedule 6-7 minutes before its budget; in session 11 one
+# gave 0.74 s and the loop ran at 0.85 s. A few slow steps (the machine's other work) move a mean of 8, not a
+# median of 20.
+CALIBRATION_STEPS = 20
+
+
+def calibrate(run_steps: Callable[[int], None], num_steps: int = CALIBRATION_STEPS,
               warmup_steps: int = CALIBRATION_WARMUP_STEPS) -> dict[str, float]:
     """Times a side's train steps: ``startup_seconds`` (the first step, compiling), ``step_seconds``
-    and ``cpu_step_seconds`` (user + system time of the process per step, all threads) over
-    ``num_steps`` steps after ``warmup_steps`` untimed ones.
+    (the median of ``num_steps`` steps, each timed alone) and ``cpu_step_seconds`` (user + system
+    time of the process per step over those steps, all threads), after ``warmup_steps`` untimed ones.
 
     ``run_steps(n)`` trains n steps and waits for them: ``jax_train_steps`` or
     ``torch_reference.train_steps``, both on a fresh model, so nothing compiled here is reused by
@@ -161,8 +169,10 @@ def calibrate(run_steps: Callable[[int], None], num_steps: int = 8,
     startup, _ = timed(1)
     if warmup_steps:
         run_steps(warmup_steps)
-    seconds, cpu = timed(num_steps)
-    return {"step_seconds": seconds / num_steps, "cpu_step_seconds": cpu / num_steps, "startup_seconds": startup,
+    steps = [timed(1) for _ in range(num_steps)]
+    seconds = [wall for wall, _ in steps]
+    return {"step_seconds": float(np.median(seconds)), "cpu_step_seconds": sum(cpu for _, cpu in steps) / num_steps,
+            "step_seconds_mean": sum(seconds) / num_steps, "step_seconds_each": seconds, "startup_seconds": startup,
             "calibration_steps": num_steps, "calibration_warmup_steps": warmup_steps}
 
 
@@ -343,7 +353,7 @@ def _prepare_workdir(workdir: pathlib.Path, overwrite: bool) -> None:
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, model: str = "",
                   budget_minutes: float = 30.0, sides: tuple[str, ...] = ("jax",), steps: str | int = "fit",
-                  calibration_steps: int = 8, torch_threads: int = 0, overwrite: bool = False,
+                  calibration_steps: int = CALIBRATION_STEPS, torch_threads: int = 0, overwrite: bool = False,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains each of ``sides`` ("jax", "torch") in turn under ``budget_minutes``; returns every figure.
 

@@ -193,19 +193,22 @@ def test_fit_num_steps_spends_the_budget_left_after_compilation(tiny_camvid):
 
 def test_calibration_times_the_steady_steps_after_the_compiling_step_and_the_warmup(monkeypatch):
     # A fake side on a fake clock: the first step takes 30 s, the next 5 are 2 s (a heap still growing),
-    # then 1 s each. The calibration must report 30 s of startup and the 1 s steady step.
+    # then 1 s each, except step 8, 9 s (the machine busy for a moment). The calibration must report 30 s
+    # of startup and the 1 s steady step (the median: the mean of the timed steps is 3 s).
     clock = {"t": 0.0, "steps": 0}
     monkeypatch.setattr(camvid.time, "perf_counter", lambda: clock["t"])
     monkeypatch.setattr(camvid.machine, "cpu_seconds", lambda: 2.0 * clock["t"])
 
     def run_steps(n):
         for _ in range(n):
-            clock["t"] += 30.0 if clock["steps"] == 0 else 2.0 if clock["steps"] <= 5 else 1.0
+            clock["t"] += 30.0 if clock["steps"] == 0 else 2.0 if clock["steps"] <= 5 else 9.0 if clock["steps"] == 8 \
+                else 1.0
             clock["steps"] += 1
 
     result = camvid.calibrate(run_steps, num_steps=4, warmup_steps=5)
     assert clock["steps"] == 1 + 5 + 4
-    assert result["startup_seconds"] == 30.0 and result["step_seconds"] == 1.0 and result["cpu_step_seconds"] == 2.0
+    assert result["startup_seconds"] == 30.0 and result["step_seconds"] == 1.0 and result["step_seconds_mean"] == 3.0
+    assert result["step_seconds_each"] == [1.0, 1.0, 9.0, 1.0] and result["cpu_step_seconds"] == 6.0
     assert (result["calibration_steps"], result["calibration_warmup_steps"]) == (4, 5)
     clock.update(t=0.0, steps=0)
     assert camvid.calibrate(run_steps, num_steps=4, warmup_steps=0)["step_seconds"] == 2.0  # the slow steps timed
