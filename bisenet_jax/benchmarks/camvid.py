@@ -9,7 +9,7 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
    trained from scratch.
 2. Schedule fitted to the budget (``steps="fit"``, the default): before the budget starts, a short
    calibration times the train step after its compilation and ``CALIBRATION_WARMUP_STEPS`` untimed
-   steps; then
+   steps (the median of ``CALIBRATION_STEPS`` steps, each timed alone); then
    ``num_steps = 0.97 * (budget - compilation) / step time``, rounded down to a multiple of the
    learning curve's interval, with the warmup and the number of curve points kept in the config's
    proportions (``num_steps // eval_every``). Each framework is fitted to its own step time, so each
