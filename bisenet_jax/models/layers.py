@@ -269,15 +269,14 @@ def _bilinear_by_matmuls(x: jax.Array, out_h: int, out_w: int) -> jax.Array:
     input), and the height last as a batched matmul whose output is already NHWC.
     """
     n, h, w, c = x.shape
-    mw = jnp.asarray(bilinear_matrix(w, out_w), x.dtype)
-    mh = jnp.asarray(bilinear_matrix(h, out_h), x.dtype)
     highest = jax.lax.Precision.HIGHEST  # float32 weights on TPU/GPU too, as jax.image.resize
     if out_w != w:
+        mw = jnp.asarray(bilinear_matrix(w, out_w), x.dtype)
         x = jax.lax.dot_general(x, mw, (((2,), (1,)), ((), ())), precision=highest)  # (n, h, c, out_w)
         x = jnp.transpose(x, (0, 1, 3, 2))  # (n, h, out_w, c): the input's height
     if out_h != h:
-        rows = x.reshape(n, h, out_w * c)
-        x = jax.lax.dot_general(jnp.broadcast_to(mh, (n, out_h, h)), rows, (((2,), (1,)), ((0,), (0,))),
+        mh = jnp.broadcast_to(jnp.asarray(bilinear_matrix(h, out_h), x.dtype), (n, out_h, h))
+        x = jax.lax.dot_general(mh, x.reshape(n, h, out_w * c), (((2,), (1,)), ((0,), (0,))),
                                 precision=highest).reshape(n, out_h, out_w, c)
     return x
 

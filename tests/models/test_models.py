@@ -348,11 +348,18 @@ def test_resize_bilinear_matches_torch_itself():
 
 @pytest.mark.parametrize("in_size,out_size", [((32, 40), (256, 320)), ((6, 8), (192, 256)), ((47, 63), (375, 500)),
                                               ((10, 12), (5, 7)), ((9, 9), (20, 9)), ((10, 12), (10, 30))])
-def test_resize_bilinear_by_matmuls_equals_jax_image_resize_in_values_and_gradients(in_size, out_size):
+def test_resize_bilinear_by_matmuls_equals_jax_image_resize_in_values_and_gradients(in_size, out_size, monkeypatch):
     """The bilinear resize is two matmuls laid out to avoid full-size transposes (layers.py); it must
     equal XLA's own ``jax.image.resize`` (no antialiasing) in values and in the gradient w.r.t. its
     input: float32 to 1e-6 of the largest magnitude, float64 to 1e-12, up- and downsampling, and one
-    side unchanged."""
+    side unchanged. At concrete sizes it must not fall back to ``jax.image.resize`` (made to fail for
+    the helper's calls below)."""
+    real_resize = jax.image.resize
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resize() fell back to jax.image.resize at concrete sizes")
+
+    monkeypatch.setattr(jax.image, "resize", refuse)
     rng = np.random.default_rng(3)
     x64 = rng.standard_normal((2, *in_size, 5))
     g64 = rng.standard_normal((2, *out_size, 5))
@@ -360,7 +367,7 @@ def test_resize_bilinear_by_matmuls_equals_jax_image_resize_in_values_and_gradie
         for dtype, tol in ((jnp.float32, 1e-6), (jnp.float64, 1e-12)):
             x, g = jnp.asarray(x64, dtype), jnp.asarray(g64, dtype)
             ours = lambda v: resize(v, out_size, "bilinear")
-            xla = lambda v: jax.image.resize(v, (2, *out_size, 5), "bilinear", antialias=False)
+            xla = lambda v: real_resize(v, (2, *out_size, 5), "bilinear", antialias=False)
             got, vjp_got = jax.vjp(ours, x)
             want, vjp_want = jax.vjp(xla, x)
             assert got.dtype == dtype and got.shape == want.shape
