@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="'fit' (default): fit num_steps to the budget from a short calibration of each side; "
                              "'config': the config's num_steps; or a number")
     parser.add_argument("--calibration-steps", type=int, default=camvid.CALIBRATION_STEPS,
-                        help="train steps of the calibration, each timed alone, median (after the compiling step "
-                             f"and {camvid.CALIBRATION_WARMUP_STEPS} untimed ones)")
+                        help="timed steps of the calibration, a short run of each side's training loop: the median "
+                             f"window of {camvid.CALIBRATION_WINDOW} steps after {camvid.CALIBRATION_WARMUP_STEPS} "
+                             "warm-up steps (the first compiles)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (default: all CPUs)")
     parser.add_argument("--config", default="", help="a config file to train instead of the model's CPU recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -8,8 +8,9 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
    (crop, batch, augmentation, OHEM, SGD with 10x head learning rate, warmup then poly decay),
    trained from scratch.
 2. Schedule fitted to the budget (``steps="fit"``, the default): before the budget starts, a short
-   calibration times the train step after its compilation and ``CALIBRATION_WARMUP_STEPS`` untimed
-   steps (the median of ``CALIBRATION_STEPS`` steps, each timed alone); then
+   calibration runs the side's own training loop on a fresh model for ``CALIBRATION_WARMUP_STEPS``
+   + ``CALIBRATION_STEPS`` steps and reads its logged throughput (the median window of
+   ``CALIBRATION_WINDOW`` steps after the warm-up: ``calibrate``); then
    ``num_steps = 0.97 * (budget - compilation) / step time``, rounded down to a multiple of the
    learning curve's interval, with the warmup and the number of curve points kept in the config's
    proportions (``num_steps // eval_every``). Each framework is fitted to its own step time, so each
@@ -130,69 +131,97 @@ def fit_num_steps(calibration: dict[str, float], budget_minutes: float) -> int:
     return steps
 
 
-# Untimed steps between the first (compiling) step and the timed ones, on both sides. Measured here
-# (X39 CamVid recipe): with mimalloc (allocator.py) JAX's next ~10 steps are 15-40% slower than the
-# steady state while the heap grows to the step's peak (steps 2-9 0.72-1.01 s, then 0.66-0.80 s; flat
-# with glibc), which made a fitted X39 schedule end at ~22 of its 30 minutes; the PyTorch reference's
-# first ~30 steps of a fresh model ran at 10.1-10.6 images/s, 11.3-12.5 from step 40 on, and a
-# calibration on steps 12-19 left 3.7 minutes of its budget unused.
+# Untimed steps of the calibration after the first (compiling) one, on both sides. Measured here (X39
+# CamVid recipe): with mimalloc (allocator.py) JAX's next ~10 steps are 15-40% slower than the steady
+# state while the heap grows to the step's peak; the PyTorch reference's first ~30 steps of a fresh model
+# ran at 10.1-10.6 images/s, 11.3-12.5 from step 40 on.
 CALIBRATION_WARMUP_STEPS = 40
 
+# Timed steps of the calibration, in windows of CALIBRATION_WINDOW steps; the step time is the median
+# window's. Until session 13 the calibration timed single steps of a bare train step outside the loop (the
+# median of 20, each waited for): in session 11 JAX calibrated 0.74 s and its loop ran at 0.85 s, in
+# session 12 0.63 s against 0.72 s (its fitted schedule was cut by the budget at 2461 of 2748 steps, the
+# learning rate still at 13% of its peak), while PyTorch's loop ran 6-10% faster than its calibration and
+# left minutes unused. The calibration now runs each side's own training loop, the function the budgeted
+# run calls, with its data, logging and saving, and reads the throughput the loop logs.
+CALIBRATION_STEPS = 40
+CALIBRATION_WINDOW = 10
 
-# Timed steps of the calibration. Each is timed on its own and the median is the step time: in session 12 an
-# X39 calibration over the total of 8 steps gave 0.87 s per step and the loop then ran at 0.70 s (11.5
-# images/s), which would have ended JAX's fitted schedule 6-7 minutes before its budget; in session 11 one
-# gave 0.74 s and the loop ran at 0.85 s. A few slow steps (the machine's other work) move a mean of 8, not a
-# median of 20.
-CALIBRATION_STEPS = 20
 
+def calibration_from_records(records: list[dict[str, Any]], batch_size: int, warmup_steps: int,
+                             window: int = CALIBRATION_WINDOW) -> dict[str, Any]:
+    """The calibration of a short loop run from its ``metrics.jsonl`` records (logged every ``window`` steps).
 
-def calibrate(run_steps: Callable[[int], None], num_steps: int = CALIBRATION_STEPS,
-              warmup_steps: int = CALIBRATION_WARMUP_STEPS) -> dict[str, float]:
-    """Times a side's train steps: ``startup_seconds`` (the first step, compiling), ``step_seconds``
-    (the median of ``num_steps`` steps, each timed alone) and ``cpu_step_seconds`` (user + system
-    time of the process per step over those steps, all threads), after ``warmup_steps`` untimed ones.
-
-    ``run_steps(n)`` trains n steps and waits for them: ``jax_train_steps`` or
-    ``torch_reference.train_steps``, both on a fresh model, so nothing compiled here is reused by
-    the budgeted run (it compiles again, inside its budget).
+    ``step_seconds``: the median, over the logged windows that end after ``warmup_steps`` and are whole
+    (their step a multiple of ``window``), of the window's seconds per step (``batch_size / images/s``).
+    ``startup_seconds``: what the run spends before its steady steps: the compile time the JAX loop logs
+    (``train/compile_seconds``), else the first window's excess over as many steady steps.
     """
-    if num_steps < 1 or warmup_steps < 0:
-        raise ValueError(f"calibration needs num_steps >= 1 and warmup_steps >= 0, got {num_steps} and "
-                         f"{warmup_steps}")
+    rates = {r["step"]: r["train/images_per_second"] for r in records if "train/images_per_second" in r}
+    timed = [batch_size / rate for step, rate in sorted(rates.items())
+             if step > warmup_steps and step % window == 0 and rate > 0]
+    if not timed:
+        raise ValueError(f"no whole window of {window} logged steps after the {warmup_steps} warm-up steps in the "
+                         f"calibration run's metrics (logged steps: {sorted(rates)})")
+    step_seconds = float(np.median(timed))
+    compile_seconds = [r["train/compile_seconds"] for r in records if "train/compile_seconds" in r]
+    if compile_seconds:
+        startup = float(compile_seconds[0])
+    else:
+        first = min(rates)
+        startup = max(0.0, first * batch_size / rates[first] - first * step_seconds)
+    return {"step_seconds": step_seconds, "step_seconds_mean": float(np.mean(timed)), "step_seconds_each": timed,
+            "startup_seconds": startup, "calibration_steps": len(timed) * window,
+            "calibration_warmup_steps": warmup_steps, "calibration_window": window}
 
-    def timed(n):
-        start, cpu = time.perf_counter(), machine.cpu_seconds()
-        run_steps(n)
-        return time.perf_counter() - start, machine.cpu_seconds() - cpu
 
-    startup, _ = timed(1)
-    if warmup_steps:
-        run_steps(warmup_steps)
-    steps = [timed(1) for _ in range(num_steps)]
-    seconds = [wall for wall, _ in steps]
-    return {"step_seconds": float(np.median(seconds)), "cpu_step_seconds": sum(cpu for _, cpu in steps) / num_steps,
-            "step_seconds_mean": sum(seconds) / num_steps, "step_seconds_each": seconds, "startup_seconds": startup,
-            "calibration_steps": num_steps, "calibration_warmup_steps": warmup_steps}
+def calibration_config(config: ml_collections.ConfigDict, warmup_steps: int, steps: int,
+                       window: int = CALIBRATION_WINDOW) -> ml_collections.ConfigDict:
+    """``config`` for a calibration run: ``warmup_steps + steps`` steps (the first compiles), a log record
+    every ``window`` steps, no evaluation, no budget, no predictions, one save at the end."""
+    if window < 1 or steps < window or warmup_steps < 0:
+        raise ValueError(f"a calibration needs steps >= window >= 1 and warmup_steps >= 0, got steps={steps}, "
+                         f"window={window}, warmup_steps={warmup_steps}")
+    config = config.copy_and_resolve_references()
+    num_steps = warmup_steps + steps
+    config.train.num_steps = num_steps
+    config.optimizer.total_steps = num_steps
+    config.optimizer.warmup_steps = min(int(config.optimizer.warmup_steps), num_steps - 1)
+    config.train.log_every = window
+    config.train.eval_every = -1
+    config.train.checkpoint_every = num_steps
+    config.train.time_budget_minutes = 0.0
+    config.train.progress_bar = False
+    config.train.num_prediction_images = 0
+    return config
 
 
-def jax_train_steps(config: ml_collections.ConfigDict) -> Callable[[int], None]:
-    """``run(n)``: n steps of a fresh training setup of ``config`` on its batches, waited for."""
-    import jax
+def calibrate(side: str, config: ml_collections.ConfigDict, steps: int = CALIBRATION_STEPS,
+              warmup_steps: int = CALIBRATION_WARMUP_STEPS, torch_threads: int = 0) -> dict[str, Any]:
+    """Times ``side``'s own training loop (``train_and_evaluate`` or ``torch_reference.train``) on a fresh
+    model for ``warmup_steps + steps`` steps in a temporary workdir, outside the budget: returns
+    :func:`calibration_from_records` of its log, with ``cpu_step_seconds`` (the process's user + system
+    time per step over the whole run, all threads). Nothing compiled here is reused by the budgeted run:
+    its setup builds and compiles its step again, inside its budget.
+    """
+    import tempfile
 
-    from bisenet_jax.train.setup import create_train_setup
-
-    setup = create_train_setup(config, ignore_label=data_lib.get_dataset_info(config.data).ignore_label)
-    batches = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
-    state = setup.state
-
-    def run(num_steps: int) -> None:
-        nonlocal state
-        for _ in range(num_steps):
-            state, metrics = setup.train_step(state, data_lib.make_global_batch(next(batches), setup.batch_sharding))
-        jax.block_until_ready(metrics)
-
-    return run
+    if side not in ("jax", "torch"):
+        raise ValueError(f"side must be 'jax' or 'torch', got {side!r}")
+    run_config = calibration_config(config, warmup_steps, steps)
+    with tempfile.TemporaryDirectory(prefix=f"calibration_{side}_") as workdir:
+        cpu = machine.cpu_seconds()
+        if side == "jax":
+            from bisenet_jax.train.loop import train_and_evaluate
+            train_and_evaluate(run_config, workdir)
+        else:
+            from bisenet_jax.benchmarks import torch_reference
+            torch_reference.train(run_config, workdir, num_threads=torch_threads, log=lambda _: None)
+        cpu = machine.cpu_seconds() - cpu
+        records = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
+    calibration = calibration_from_records(records, int(config.train.batch_size), warmup_steps)
+    calibration["cpu_step_seconds"] = cpu / int(run_config.train.num_steps)
+    return calibration
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,17 +462,14 @@ def format_seed_spread(spread: dict[str, dict[str, Any]]) -> str:
 def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, log):
     calibration = None
     if steps == "fit":
-        log(f"[{side}] calibrating: 1 + {CALIBRATION_WARMUP_STEPS} untimed + {calibration_steps} timed train steps "
-            "(outside the budget) ...")
-        if side == "jax":
-            calibration = calibrate(jax_train_steps(config), calibration_steps)
-        else:
-            from bisenet_jax.benchmarks import torch_reference
-            calibration = calibrate(torch_reference.train_steps(config, torch_threads), calibration_steps)
+        log(f"[{side}] calibrating: the training loop for {CALIBRATION_WARMUP_STEPS} + {calibration_steps} steps, "
+            f"the last {calibration_steps} timed in windows of {CALIBRATION_WINDOW} (outside the budget) ...")
+        calibration = calibrate(side, config, calibration_steps, torch_threads=torch_threads)
+        if side == "torch":
             calibration["num_threads"] = torch_threads or machine.cpu_count()
         calibration["load_average"] = machine.load_average()
         log(f"[{side}] calibration: {calibration['step_seconds']:.2f} s/step ({calibration['cpu_step_seconds']:.2f} "
-            f"CPU s/step), first step {calibration['startup_seconds']:.1f} s, load {calibration['load_average']}")
+            f"CPU s/step), startup {calibration['startup_seconds']:.1f} s, load {calibration['load_average']}")
         side_config = scale_schedule(config, fit_num_steps(calibration, budget_minutes))
     elif steps == "config":
         side_config = scale_schedule(config, int(config.train.num_steps))

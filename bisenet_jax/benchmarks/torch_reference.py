@@ -257,24 +257,6 @@ def load_checkpoint(config: Any, path: str | pathlib.Path) -> torch.nn.Module:
     return model.eval()
 
 
-def train_steps(config: Any, num_threads: int = 0) -> Callable[[int], None]:
-    """``run(n)``: n train steps of a throw-away reference model on the config's batches, at the
-    warmup's first learning rate (what the CamVid benchmark's calibration times)."""
-    set_threads(num_threads)
-    torch.manual_seed(config.train.seed)
-    info = data_lib.get_dataset_info(config.data)
-    model = reference_model(config).train()
-    optimizer = create_optimizer(model, config.optimizer)
-    set_learning_rate(optimizer, float(config.optimizer.lr) * config.optimizer.warmup_start_factor)
-    batches = data_lib.create_train_iterator(config.data, config.train.batch_size, seed=config.train.seed)
-
-    def run(num_steps: int) -> None:
-        for _ in range(num_steps):
-            train_step(model, optimizer, *to_torch(next(batches)), config.loss, info.ignore_label)
-
-    return run
-
-
 # -------------------------------------------------------------------------------------------------
 # torch.compile (the benchmarks' --torch-compile rows)
 # -------------------------------------------------------------------------------------------------

@@ -191,29 +191,45 @@ def test_fit_num_steps_spends_the_budget_left_after_compilation(tiny_camvid):
         camvid.fit_num_steps(calibration, budget_minutes=0.5)
 
 
-def test_calibration_times_the_steady_steps_after_the_compiling_step_and_the_warmup(monkeypatch):
-    # A fake side on a fake clock: the first step takes 30 s, the next 5 are 2 s (a heap still growing),
-    # then 1 s each, except step 8, 9 s (the machine busy for a moment). The calibration must report 30 s
-    # of startup and the 1 s steady step (the median: the mean of the timed steps is 3 s).
-    clock = {"t": 0.0, "steps": 0}
-    monkeypatch.setattr(camvid.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(camvid.machine, "cpu_seconds", lambda: 2.0 * clock["t"])
+def test_calibration_reads_the_median_whole_window_after_the_warmup_from_the_loops_log():
+    # A JAX loop's log, batch 8, windows of 10 steps: the compile (30 s) logged at step 1, windows before
+    # the 40 warm-up steps slow (a heap still growing), one busy window (step 60, 4 s per step) and a
+    # final partial window (step 85, the save). The step time is the median whole window after the warm-up.
+    records = [{"step": 1, "time": 0.0, "train/compile_seconds": 30.0}]
+    seconds = {10: 2.0, 20: 2.0, 30: 1.5, 40: 1.5, 50: 1.0, 60: 4.0, 70: 1.2, 80: 1.1, 85: 9.0}
+    records += [{"step": step, "time": 0.0, "train/loss": 1.0, "train/images_per_second": 8 / s}
+                for step, s in seconds.items()]
+    result = camvid.calibration_from_records(records, batch_size=8, warmup_steps=40)
+    assert result["step_seconds_each"] == pytest.approx([1.0, 4.0, 1.2, 1.1])
+    assert result["step_seconds"] == pytest.approx(1.15) and result["step_seconds_mean"] == pytest.approx(1.825)
+    assert result["startup_seconds"] == 30.0 and result["calibration_steps"] == 40
+    # PyTorch's loop logs no compile: the startup is the first window's excess over as many steady steps.
+    torch_records = [r for r in records if "train/compile_seconds" not in r]
+    torch_records[0] = {**torch_records[0], "train/images_per_second": 10 * 8 / (10 * 1.15 + 3.0)}
+    assert camvid.calibration_from_records(torch_records, 8, 40)["startup_seconds"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="no whole window of 10 logged steps after the 80 warm-up steps"):
+        camvid.calibration_from_records(records, 8, warmup_steps=80)
 
-    def run_steps(n):
-        for _ in range(n):
-            clock["t"] += 30.0 if clock["steps"] == 0 else 2.0 if clock["steps"] <= 5 else 9.0 if clock["steps"] == 8 \
-                else 1.0
-            clock["steps"] += 1
 
-    result = camvid.calibrate(run_steps, num_steps=4, warmup_steps=5)
-    assert clock["steps"] == 1 + 5 + 4
-    assert result["startup_seconds"] == 30.0 and result["step_seconds"] == 1.0 and result["step_seconds_mean"] == 3.0
-    assert result["step_seconds_each"] == [1.0, 1.0, 9.0, 1.0] and result["cpu_step_seconds"] == 6.0
-    assert (result["calibration_steps"], result["calibration_warmup_steps"]) == (4, 5)
-    clock.update(t=0.0, steps=0)
-    assert camvid.calibrate(run_steps, num_steps=4, warmup_steps=0)["step_seconds"] == 2.0  # the slow steps timed
-    with pytest.raises(ValueError, match="num_steps"):
-        camvid.calibrate(run_steps, num_steps=0)
+def test_calibration_config_runs_the_warmup_and_timed_steps_with_a_record_per_window(tiny_camvid):
+    config = camvid.calibration_config(tiny_config(tiny_camvid), warmup_steps=40, steps=40)
+    assert (config.train.num_steps, config.optimizer.total_steps, config.train.log_every) == (80, 80, 10)
+    assert (config.train.eval_every, config.train.checkpoint_every, config.train.time_budget_minutes) == (-1, 80, 0.0)
+    with pytest.raises(ValueError, match="steps >= window"):
+        camvid.calibration_config(tiny_config(tiny_camvid), warmup_steps=40, steps=5)
+
+
+@pytest.mark.parametrize("side", ["jax", "torch"])
+def test_calibration_runs_the_sides_own_training_loop(tiny_camvid, side):
+    config = tiny_config(tiny_camvid)
+    result = camvid.calibrate(side, config, steps=20, warmup_steps=10, torch_threads=1)
+    assert result["calibration_steps"] == 20 and len(result["step_seconds_each"]) == 2  # windows ending at 20, 30
+    assert 0.0 < min(result["step_seconds_each"]) <= result["step_seconds"] <= max(result["step_seconds_each"])
+    assert result["startup_seconds"] >= 0.0 and result["cpu_step_seconds"] > 0.0
+    if side == "jax":  # the loop logged its compilation, which takes longer than a tiny step
+        assert result["startup_seconds"] > result["step_seconds"]
+    with pytest.raises(ValueError, match="side must be 'jax' or 'torch'"):
+        camvid.calibrate("tf", config)
 
 
 def test_seed_sweep_runs_each_seed_in_its_own_folder_and_reports_the_spread(tiny_camvid, tmp_path, monkeypatch):
