@@ -469,7 +469,8 @@ def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_t
             calibration["num_threads"] = torch_threads or machine.cpu_count()
         calibration["load_average"] = machine.load_average()
         log(f"[{side}] calibration: {calibration['step_seconds']:.2f} s/step ({calibration['cpu_step_seconds']:.2f} "
-            f"CPU s per step of the whole calibration run, setup included), startup {calibration['startup_seconds']:.1f} s, load {calibration['load_average']}")
+            f"CPU s per step of the whole calibration run, setup included), startup "
+            f"{calibration['startup_seconds']:.1f} s, load {calibration['load_average']}")
         side_config = scale_schedule(config, fit_num_steps(calibration, budget_minutes))
     elif steps == "config":
         side_config = scale_schedule(config, int(config.train.num_steps))

@@ -220,9 +220,16 @@ def test_calibration_config_runs_the_warmup_and_timed_steps_with_a_record_per_wi
 
 
 @pytest.mark.parametrize("side", ["jax", "torch"])
-def test_calibration_runs_the_sides_own_training_loop(tiny_camvid, side):
+def test_calibration_runs_the_sides_own_training_loop(tiny_camvid, side, monkeypatch):
+    from bisenet_jax.train import loop
+
+    calls = []
+    for module, name in ((loop, "train_and_evaluate"), (torch_reference, "train")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     config = tiny_config(tiny_camvid)
     result = camvid.calibrate(side, config, steps=20, warmup_steps=10, torch_threads=1)
+    assert calls == [{"jax": "train_and_evaluate", "torch": "train"}[side]]  # that side's loop, once
     assert result["calibration_steps"] == 20 and len(result["step_seconds_each"]) == 2  # windows ending at 20, 30
     assert 0.0 < min(result["step_seconds_each"]) <= result["step_seconds"] <= max(result["step_seconds_each"])
     assert result["startup_seconds"] >= 0.0 and result["cpu_step_seconds"] > 0.0
