@@ -159,9 +159,16 @@ def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
     hp, wp = xp.shape[1], xp.shape[2]
     out_h, out_w = g.shape[1], g.shape[2]
     xe = _expand(xp, multiplier)
-    # Kernel: one reduction per tap.
-    taps = [jnp.sum(tap * g, axis=(0, 1, 2)) for _, tap in _strided_taps(xe, k, stride, out_h, out_w)]
-    dw = jnp.stack(taps).reshape(w.shape).astype(w.dtype)
+    # Kernel: the k*k per-tap sums as one variadic reduction, so that XLA reads the gradient once and
+    # fuses the taps' slices and products into the reduction's loop. Separate jnp.sum's became YNNPACK
+    # reductions under the train step's "reduce" fusion option (xla_flags.py), and YNNPACK fusions do
+    # not take slices: each tap was first copied out (X39 step: 47 such copies).
+    # Accumulated in float32 at least (as jnp.sum does for bfloat16 / float16).
+    acc = jnp.promote_types(jnp.promote_types(xe.dtype, g.dtype), jnp.float32)
+    products = [tap.astype(acc) * g.astype(acc) for _, tap in _strided_taps(xe, k, stride, out_h, out_w)]
+    zeros = [jnp.zeros((), acc)] * len(products)
+    sums = jax.lax.reduce(products, zeros, lambda a, b: [u + v for u, v in zip(a, b)], (0, 1, 2))
+    dw = jnp.stack(sums).reshape(w.shape).astype(w.dtype)
     # Input: the gradient, dilated by the stride and padded by k - 1 (plus the rows and columns the
     # forward pass never read), correlated with the flipped kernel.
     extra_h = hp - ((out_h - 1) * stride + k)

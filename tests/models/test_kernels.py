@@ -46,6 +46,18 @@ def test_depthwise_forms_agree_in_values_and_gradients(height, width, channels, 
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_kernel_gradient_accumulates_bfloat16_in_float32(stride):
+    # Ones everywhere: the centre tap's gradient is the number of output pixels, 2 * 64 * 64 / stride^2
+    # (exact in bfloat16). A sum kept in bfloat16 stops growing at 256 (256 + 1 rounds to 256).
+    x = jnp.ones((2, 64, 64, 3), jnp.bfloat16)
+    kernel = jnp.ones((3, 3, 1, 3), jnp.bfloat16)
+    y, vjp = jax.vjp(lambda x, k: CPU_KERNELS.depthwise_conv(x, k, stride, 1), x, kernel)
+    _, dkernel = vjp(jnp.ones_like(y))
+    assert dkernel.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(dkernel[1, 1, 0], np.float32), 2 * 64 * 64 // stride ** 2)
+
+
 @pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
 def test_depthwise_kernel_shape_is_checked(kernels):
     with pytest.raises(ValueError, match="does not fit 4 input channels"):
