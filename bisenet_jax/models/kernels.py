@@ -5,7 +5,8 @@ Four ops of BiSeNet training have two forms with the same values and gradients:
 - ``depthwise_conv``: XLA's grouped convolution, or (CPU) a sum of k*k shifted per-channel
   multiplies with a hand-written gradient. XLA:CPU lowers depthwise convolutions to a slow generic
   loop, and their kernel gradient is slower still; shifted multiplies are elementwise work XLA
-  fuses. The gradient is a custom VJP so that autodiff does not materialise k*k padded copies.
+  fuses. The gradient is a custom VJP so that autodiff does not materialise k*k padded copies; its
+  kernel part is one variadic reduction over the k*k taps (see ``_shifted_sum_depthwise_bwd``).
 - ``max_pool_3x3_s2``: ``nn.max_pool``, or (CPU) the same forward with a hand-written gradient to
   the first maximum of each window, computed on the four stride-2 phases of the input: XLA:CPU runs
   the gradient of the library op (select-and-scatter) slowly.
