@@ -1,13 +1,18 @@
 """XLA compiler options for the train step on CPU: the measured fast path, and only where it is one.
 
-XLA:CPU already runs convolutions through YNNPACK. Handing YNNPACK the step's matmuls, elementwise
-fusions and reductions as well (``xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce``) makes
-the train step faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of
+By default XLA:CPU hands each convolution to YNNPACK (the fusion type ``individual_convolution``).
+Setting the type to ``dot,eltwise,reduce`` replaces that default: YNNPACK gets the step's matmuls,
+elementwise fusions and reductions, and the convolutions go to XLA's own (Eigen) convolution. That
+makes the train step faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of
 docs/profile.md (alternating fresh processes, same session):
 
 - train step (batch 8): V1-R18 2.03 s against 2.55 s without, V1-X39 1.43 / 1.51 s, V2 1.90-2.03 /
   2.10 s;
 - inference (1x1024x2048): V1-R18 1929 ms against 1655 ms without, V2 1853 / 1588 ms, X39 844 / 767 ms.
+
+Giving the train step's convolutions back to YNNPACK (``individual_convolution`` added to the type,
+through ``XLA_FLAGS``) is slower (session 15, same protocol): V1-R18 1.98 / 2.00 s against 1.70 /
+1.56 s, V2 1.39 / 1.46 s against 1.34 / 1.27 s, V1-X39 0.75 s against 0.69 s.
 
 In a program with depthwise convolutions the elementwise part is left out (``dot,reduce``):
 YNNPACK's elementwise fusions do not take slices, so the nine taps of the shifted-sum depthwise

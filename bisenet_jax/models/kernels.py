@@ -284,6 +284,24 @@ def _conv2x2_valid_bwd(residuals, g):
 _conv2x2_valid.defvjp(_conv2x2_valid_fwd, _conv2x2_valid_bwd)
 
 
+def _phase_kernel(kernel: jax.Array) -> jax.Array:
+    """(2, 2, in, 2, 2, out) = (p, q, i, a, b, o): the sum of the 3x3 taps (y, x) with
+    ``_PHASE_TAPS[a][p][y]`` and ``_PHASE_TAPS[b][q][x]`` set, as static sums of kernel slices.
+
+    The same as ``einsum("apy,bqx,yxio->pqiabo", taps, taps, kernel)`` with the 0/1 tap matrices,
+    but as adds: XLA:CPU hands that einsum to a library matmul with contractions of 3 and outputs of
+    4, which took 9 ms of thread time per call in V1-X39's 1x512x1024 forward (docs/profile.md),
+    against well under a millisecond for these adds.
+    """
+    def tap_sum(a: int, b: int, p: int, q: int) -> jax.Array:
+        taps = [kernel[y, x] for y in range(3) if _PHASE_TAPS[a][p][y] for x in range(3) if _PHASE_TAPS[b][q][x]]
+        return functools.reduce(jnp.add, taps)
+
+    return jnp.stack([jnp.stack([jnp.stack([jnp.stack([tap_sum(a, b, p, q) for b in (0, 1)], axis=1)
+                                            for a in (0, 1)], axis=1)
+                                 for q in (0, 1)]) for p in (0, 1)])
+
+
 def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     # The phase kernel (sums of up to four taps) is built in the wider of the kernel's dtype (the
     # float32 weights) and x's, and cast to x's only for the convolution.
@@ -291,8 +309,7 @@ def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     kernel = kernel.astype(jnp.promote_types(kernel.dtype, x.dtype))
     n, h, w, c = x.shape
     features = kernel.shape[-1]
-    taps = jnp.asarray(_PHASE_TAPS, kernel.dtype)  # (phase, tap, kernel row)
-    phase_kernel = jnp.einsum("apy,bqx,yxio->pqiabo", taps, taps, kernel).reshape(2, 2, c, 4 * features)
+    phase_kernel = _phase_kernel(kernel).reshape(2, 2, c, 4 * features)
     z = _conv2x2_valid(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), phase_kernel)
     z = z.reshape(n, h + 1, w + 1, 2, 2, features)
     rows = [jnp.stack([z[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]  # (n, h, w, 2, f)

@@ -171,6 +171,21 @@ def test_upsample_conv_forms_agree_in_values_and_gradients(height, width, channe
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_phase_kernel_sums_are_the_tap_matrix_contraction():
+    """The phase kernel as static sums of kernel taps equals its definition, the contraction with the
+    0/1 tap matrices, for every (p, q, a, b) (float64: the sums of up to four taps are exact here)."""
+    from bisenet_jax.models.kernels import _PHASE_TAPS, _phase_kernel
+    kernel = np.random.default_rng(3).integers(-8, 9, size=(3, 3, 4, 5)).astype(np.float32)
+    taps = np.asarray(_PHASE_TAPS, np.float64)
+    want = np.einsum("apy,bqx,yxio->pqiabo", taps, taps, kernel.astype(np.float64))
+    got = np.asarray(_phase_kernel(jnp.asarray(kernel)))
+    assert got.shape == (2, 2, 4, 2, 2, 5)
+    np.testing.assert_array_equal(got, want)
+    # Each phase sums 1, 2 or 4 taps: 16 phase-tap pairs, 36 taps in all (each 3x3 tap used 4 times).
+    ones = np.asarray(_phase_kernel(jnp.ones((3, 3, 1, 1))))
+    assert sorted(ones.ravel().tolist()) == [1.0] * 4 + [2.0] * 8 + [4.0] * 4
+
+
 def test_upsample_conv_gradients_under_jit_and_in_float64():
     """The hand-written kernel gradient (one matmul per 2x2 tap) against autodiff of the XLA form,
     jitted, in float64 (no float32 rounding: agreement to 1e-12)."""
