@@ -2,6 +2,11 @@
 
   python scripts/profile_train.py --model bisenetv1_r18 --batch-size 8 --crop 256x320 --steps 2 --torch
 
+With --inference, the same for the model's inference forward as scripts/benchmark_speed.py times it
+(no auxiliary heads, random weights; --batch-size and --crop are the input's):
+
+  python scripts/profile_train.py --inference --model bisenetv1_x39 --batch-size 1 --crop 512x1024 --torch
+
 Random data, the step of scripts/benchmark_train.py; the method is in bisenet_jax/benchmarks/profile.py.
 """
 from __future__ import annotations
@@ -28,7 +33,8 @@ def format_report(report: dict, top: int = 20) -> str:
     from bisenet_jax.benchmarks.profile import BWD, DW, DX, FWD, GROUPS, UPDATE
 
     sides = [s for s in ("jax", "torch") if report.get(s)]
-    lines = [f"train-step profile: {report['model']}, batch {report['batch_size']}, crop {report['crop']}, "
+    what = "inference profile" if report.get("mode") == "inference" else "train-step profile"
+    lines = [f"{what}: {report['model']}, batch {report['batch_size']}, crop {report['crop']}, "
              f"{report['steps']} profiled steps; {machine.cpu_count()} CPUs ({machine.cpu_name()}); "
              f"load {machine.load_average()}", (report.get("jax") or {}).get("xla_flags_log") or f"XLA_FLAGS: {report['xla_flags']}",
              f"{'per step':<30}" + "".join(f"{t + ' ms':>13}{'%':>6}{'~wall':>8}" for s, t in
@@ -66,11 +72,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bisenetv1_r18")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--crop", default="256x320", help="HEIGHTxWIDTH of the training crop")
+    parser.add_argument("--crop", default="256x320",
+                        help="HEIGHTxWIDTH of the training crop (of the input with --inference)")
     parser.add_argument("--num-classes", type=int, default=19)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed and traced ones")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps, then as many profiled ones")
+    parser.add_argument("--steps", type=int, default=2,
+                        help="timed steps (forward calls with --inference), then as many profiled ones")
     parser.add_argument("--torch", action="store_true", help="profile the PyTorch reference step too")
+    parser.add_argument("--inference", action="store_true",
+                        help="profile the inference forward (batch --batch-size at --crop) instead of the train step")
     parser.add_argument("--top", type=int, default=20, help="list the N longest ops of each side")
     parser.add_argument("--json", default="", help="write the report to this file")
     parser.add_argument("--trace-dir", default="", help="keep the JAX trace here (TensorBoard / Perfetto)")
@@ -80,12 +90,14 @@ def main(argv=None) -> int:
     from bisenet_jax.benchmarks import profile
 
     common = dict(steps=args.steps, warmup=args.warmup, num_classes=args.num_classes, top=args.top)
-    report = {"model": args.model, "batch_size": args.batch_size, "crop": f"{height}x{width}", "steps": args.steps,
+    profile_jax, profile_torch = ((profile.profile_jax_inference, profile.profile_torch_inference) if args.inference
+                                  else (profile.profile_jax, profile.profile_torch))
+    report = {"model": args.model, "mode": "inference" if args.inference else "train step",
+              "batch_size": args.batch_size, "crop": f"{height}x{width}", "steps": args.steps,
               "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "jax": profile.profile_jax(args.model, args.batch_size, height, width, trace_dir=args.trace_dir or None,
-                                         **common)}
+              "jax": profile_jax(args.model, args.batch_size, height, width, trace_dir=args.trace_dir or None, **common)}
     if args.torch:
-        report["torch"] = profile.profile_torch(args.model, args.batch_size, height, width, **common)
+        report["torch"] = profile_torch(args.model, args.batch_size, height, width, **common)
     print(format_report(report, args.top))
     if args.json:
         with open(args.json, "w") as f:

@@ -253,7 +253,7 @@ def benchmark(model_name: str, num_classes: int = 19, resolutions: Sequence[tupl
             raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         model = create_model(model_name, num_classes, dtype=precision, aux_heads=False)
         variables = random_variables(model, (1, 64, 64, 3), seed)
-        torch_model = _torch_model(model_name, num_classes, variables) if compare_torch else None
+        torch_model = reference_torch_model(model_name, num_classes, variables) if compare_torch else None
         for height, width in resolutions:
             for batch_size in batch_sizes:
                 done = len(results)
@@ -341,7 +341,7 @@ def format_results(results: Sequence[SpeedResult]) -> str:
 # PyTorch side
 
 
-def _torch_model(model_name: str, num_classes: int, variables: dict):
+def reference_torch_model(model_name: str, num_classes: int, variables: dict):
     """The PyTorch reference module with ``variables`` loaded, in eval mode."""
     try:
         from bisenet_jax.convert import to_torch_state_dict

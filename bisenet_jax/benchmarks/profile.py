@@ -1,4 +1,4 @@
-"""Where the train step's time goes, JAX beside PyTorch, in one set of categories (CPU).
+"""Where the train step's (or inference's) time goes, JAX beside PyTorch, in one set of categories (CPU).
 
 JAX: the step of ``create_train_setup`` (built as ``train_speed`` builds it), compiled and traced
 with ``jax.profiler`` for a few steps. XLA:CPU's thunk executor records one event per HLO instruction
@@ -13,6 +13,9 @@ phase; each op's self CPU time is classified by :func:`torch_category`. PyTorch 
 gradients of a convolution in one op: its convolution "backward" is input + kernel gradient. The two
 sides' ms are different measures (JAX: every thread's time on the op; PyTorch: the calling thread's):
 compare their shares.
+
+Inference (:func:`profile_jax_inference`, :func:`profile_torch_inference`): the same method on the
+forward pass that ``inference_speed`` times (no auxiliary heads, random weights), every op a forward one.
 """
 from __future__ import annotations
 
@@ -102,18 +105,19 @@ def _squeezed(dims: Iterable[int]) -> tuple[int, ...]:
 class ModelInfo:
     """What :func:`classify` needs to know about the model behind the HLO."""
 
-    scope: str  # the model's class name: its ops carry "jvp(<scope>)" in op_name
+    scope: str  # the model's class name: its ops carry "jvp(<scope>)" in op_name ("<scope>/" in a forward)
     batch_size: int
     kernel_shapes: frozenset  # _squeezed dims of every 4-D kernel parameter
     batchnorm_paths: frozenset  # module paths "segment/S3/0/conv1/bn" of the BatchNorm layers
+    forward_only: bool = False  # the program is the model's inference forward (no gradient, loss or update)
 
     @classmethod
-    def of(cls, model, state, batch_size: int) -> ModelInfo:
-        params = jax.tree_util.tree_flatten_with_path(state.params)[0]
-        stats = jax.tree_util.tree_flatten_with_path(state.batch_stats)[0]  # every BatchNorm keeps mean, var
+    def of(cls, model, params, batch_stats, batch_size: int, *, forward_only: bool = False) -> ModelInfo:
+        params = jax.tree_util.tree_flatten_with_path(params)[0]
+        stats = jax.tree_util.tree_flatten_with_path(batch_stats)[0]  # every BatchNorm keeps mean, var
         return cls(type(model).__name__, batch_size,
                    frozenset(_squeezed(v.shape) for p, v in params if p[-1].key == "kernel" and v.ndim == 4),
-                   frozenset("/".join(k.key for k in p[:-1]) for p, _ in stats))
+                   frozenset("/".join(k.key for k in p[:-1]) for p, _ in stats), forward_only)
 
 
 def fused_instructions(instruction: Instruction, computations: dict[str, list[Instruction]]) -> list[Instruction]:
@@ -143,7 +147,8 @@ def classify(instruction: Instruction, computations: dict[str, list[Instruction]
     Inside the model a fusion is what it contains, first of: a labelled kernel (depthwise, max pool,
     the upsampling convolution's kernel gradient and phase bookkeeping),
     a resize (``jax.image.resize``), layout (data movement with elementwise work fused in), an op of a
-    BatchNorm layer (by module path).
+    BatchNorm layer (by module path). In a forward-only program (``info.forward_only``: inference,
+    no jvp in any op_name) every op is a forward one and there is no loss or optimizer.
     """
     inner = fused_instructions(instruction, computations)
     conv = next((i for i in inner if i.opcode == "convolution"
@@ -154,19 +159,22 @@ def classify(instruction: Instruction, computations: dict[str, list[Instruction]
     if conv is not None:
         groups = re.search(r"(?:feature|batch)_group_count=(\d+)", conv.attrs)
         kind = "depthwise" if (groups and int(groups.group(1)) > 1) or SCOPES["depthwise_conv"] in op_name else "dense"
+        if info.forward_only:
+            return f"conv {kind}/{FWD}"
         if _squeezed(array_dims(conv.shape)[0]) in info.kernel_shapes:
             return f"conv {kind}/{DW}"
         return f"conv {kind}/{DX if backward or 'jvp(' not in op_name else FWD}"  # no jvp: an XLA rewrite
     opcodes = {i.opcode for i in inner[1:]} or {instruction.opcode}
     layout = bool(opcodes & {"copy", "transpose", "reverse"}) and not opcodes & NOT_LAYOUT
     if not op_name.startswith("jit("):  # no metadata, or a jit argument's name ("state.params[...]")
-        # A reverse flips a kernel for an input-gradient convolution: only the backward has them.
-        return f"layout copy/{BWD if 'reverse' in opcodes else UNKNOWN}" if layout else f"other/{UNKNOWN}"
-    if "jvp(" not in op_name:
+        # A reverse flips a kernel for an input-gradient convolution: only a backward pass has them.
+        flip = "reverse" in opcodes and not info.forward_only
+        return f"layout copy/{BWD if flip else UNKNOWN}" if layout else f"other/{UNKNOWN}"
+    if "jvp(" not in op_name and not info.forward_only:
         return f"other/{UPDATE}" if "threefry" in op_name or "random" in op_name else f"optimizer/{UPDATE}"
-    model_scope = f"jvp({info.scope})"
+    model_scope = f"{info.scope}/" if info.forward_only else f"jvp({info.scope})"
     if model_scope not in op_name:
-        return f"loss+OHEM/{phase}"
+        return f"other/{FWD}" if info.forward_only else f"loss+OHEM/{phase}"
     paths = [name.split(model_scope, 1)[1].lstrip(")").strip("/").split("/")  # "segment/S3/0/conv1/bn/mul"
              for name in {op_name, *(i.op_name for i in inner)} if model_scope in name]
     if any(SCOPES["depthwise_conv"] in path for path in paths):  # the CPU form: shifted multiplies, own VJP
@@ -281,27 +289,61 @@ def profile_jax(model: str, batch_size: int, height: int, width: int, *, steps: 
         config.model.kernels = labelled_kernels(get_kernels(config.model.kernels))
     batch = train_speed.random_batch(batch_size, height, width, num_classes)
     compiled = train_speed.compile_jax_step(config, batch)
-    info = ModelInfo.of(compiled.setup.model, compiled.setup.state, batch_size)  # before a step donates the state
-    step = compiled.run
-    wall = train_speed.step_times(step, warmup, steps)
+    state = compiled.setup.state  # read before a step donates it
+    info = ModelInfo.of(compiled.setup.model, state.params, state.batch_stats, batch_size)
+    return {**_traced(compiled.run, compiled.compiled.as_text(), info, steps, warmup, top, trace_dir),
+            "compile_seconds": compiled.compile_seconds,
+            "xla_flags_log": xla_flags.describe(compiled.setup.step_options)}
+
+
+def profile_jax_inference(model: str, batch_size: int, height: int, width: int, *, steps: int = 2,
+                          warmup: int = 1, num_classes: int = 19, top: int = 20, trace_dir: str | None = None
+                          ) -> dict[str, Any]:
+    """The same breakdown for the model's inference forward as ``scripts/benchmark_speed.py`` times it
+    (``inference_speed``: random weights, no auxiliary heads, float32, one ``jax.jit`` program):
+    ``warmup`` untimed, ``steps`` timed, then ``steps`` traced calls; every category is a forward one."""
+    from bisenet_jax.benchmarks import inference_speed
+    from bisenet_jax.models import create_model
+
+    if jax.default_backend() != "cpu":
+        raise NotImplementedError("the JAX breakdown reads XLA:CPU's thunk events: run it on the CPU backend")
+    net = create_model(model, num_classes, dtype="float32", aux_heads=False,
+                       kernels=labelled_kernels(get_kernels("auto")))
+    variables = jax.device_put(inference_speed.random_variables(net, (1, 64, 64, 3)))
+    x = jax.device_put(np.random.default_rng(0).standard_normal((batch_size, height, width, 3)).astype(np.float32))
+    compiled, compile_seconds = inference_speed.compile_jax_forward(net, variables, x)
+    info = ModelInfo.of(net, variables["params"], variables.get("batch_stats", {}), batch_size, forward_only=True)
+
+    def forward():
+        compiled(variables, x).block_until_ready()
+
+    return {**_traced(forward, compiled.as_text(), info, steps, warmup, top, trace_dir),
+            "compile_seconds": compile_seconds, "xla_flags_log": xla_flags.describe({})}
+
+
+def _traced(run, hlo_text: str, info: ModelInfo, steps: int, warmup: int, top: int,
+            trace_dir: str | None) -> dict[str, Any]:
+    """``warmup`` untimed and ``steps`` timed calls of ``run`` (the compiled program of ``hlo_text``,
+    waited for), then ``steps`` traced ones: their thunk times, each instruction classified
+    (:func:`_summary`), and ``unmatched``, the events of no instruction."""
+    wall = train_speed.step_times(run, warmup, steps)
     with tempfile.TemporaryDirectory() as scratch:
         trace_dir = trace_dir or scratch
         jax.profiler.start_trace(trace_dir)
         try:
-            traced_wall = train_speed.step_times(step, 0, steps)
+            traced_wall = train_speed.step_times(run, 0, steps)
         finally:
             jax.profiler.stop_trace()
         xspace = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
         times = thunk_times(xspace[-1])
-    instructions, computations = parse_hlo(compiled.compiled.as_text())
+    instructions, computations = parse_hlo(hlo_text)
     details = {name: {"name": name, "category": f"other/{UNKNOWN}", "opcode": "?", "shape": "", "op_name": ""}
                for name in times}  # POOL_TASKS, and any event of no instruction
     for name in set(times) & set(instructions):
         inst = instructions[name]
         details[name].update(category=classify(inst, computations, info), opcode=inst.opcode, shape=inst.shape,
                              op_name=representative_op_name(inst, computations))
-    return {**_summary(times, details, steps, wall, traced_wall, top), "compile_seconds": compiled.compile_seconds,
-            "xla_flags_log": xla_flags.describe(compiled.setup.step_options),
+    return {**_summary(times, details, steps, wall, traced_wall, top),
             "unmatched": sorted(set(times) - set(instructions) - {POOL_TASKS})}
 
 
@@ -373,6 +415,38 @@ def profile_torch(model: str, batch_size: int, height: int, width: int, *, steps
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         traced_wall = train_speed.step_times(
             lambda: _labelled_torch_step(torch_reference, net, optimizer, images, labels, config.loss), 0, steps)
+    return _torch_summary(prof, steps, wall, traced_wall, top)
+
+
+def profile_torch_inference(model: str, batch_size: int, height: int, width: int, *, steps: int = 2,
+                            warmup: int = 1, num_classes: int = 19, num_threads: int = 0, top: int = 20
+                            ) -> dict[str, Any]:
+    """The PyTorch side of :func:`profile_jax_inference`: the eager reference module in eval mode under
+    ``torch.no_grad`` with the same random weights as ``scripts/benchmark_speed.py --compare-torch``
+    loads (``inference_speed``), each op's self CPU time classified (all forward)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+    from bisenet_jax.benchmarks import inference_speed, torch_reference
+    from bisenet_jax.models import create_model
+
+    torch_reference.set_threads(num_threads)
+    net = create_model(model, num_classes, dtype="float32", aux_heads=False)
+    variables = inference_speed.random_variables(net, (1, 64, 64, 3))
+    module = inference_speed.reference_torch_model(model, num_classes, variables)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, 3, height, width)).astype(np.float32))
+
+    def forward():
+        with torch.no_grad(), record_function(LABEL + "forward"):
+            module(x)
+
+    wall = train_speed.step_times(forward, warmup, steps)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        traced_wall = train_speed.step_times(forward, 0, steps)
+    return _torch_summary(prof, steps, wall, traced_wall, top)
+
+
+def _torch_summary(prof, steps: int, wall, traced_wall, top: int) -> dict[str, Any]:
+    """:func:`_summary` of a ``torch.profiler`` run, each event's self CPU time in its :func:`torch_category`."""
     times: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     details = {}
     for event in prof.events():

@@ -167,6 +167,50 @@ def test_kernel_gradient_is_recognised_by_the_model_kernel_shapes():
     assert profile.classify(instructions["ynn_fusion.3"], computations, no_kernels) == "conv dense/input grad"
 
 
+FORWARD_HLO = HLO.replace(FWD_NAME, "jit(forward)/Net").replace("jit(train_step)/reduce_sum", "jit(forward)/Net/h/x")
+
+
+def test_classify_a_forward_only_program():
+    """Inference: op_names carry "<model>/" without jvp; every op is forward work, none is a loss,
+    an optimizer update or a kernel gradient (a convolution whose output has a kernel's shape)."""
+    instructions, computations = profile.parse_hlo(FORWARD_HLO)
+    info = profile.ModelInfo("Net", 2, INFO.kernel_shapes, INFO.batchnorm_paths, forward_only=True)
+    got = {name: profile.classify(instructions[name], computations, info)
+           for name in ("ynn_fusion.1", "ynn_fusion.3", "ynn_fusion.4", "multiply_maximum_fusion",
+                        "transpose_copy_fusion", "slice_maximum_fusion", "add_fusion", "copy.9",
+                        "copy_reverse_fusion")}
+    assert got == {"ynn_fusion.1": "conv dense/forward", "ynn_fusion.3": "conv dense/forward",
+                   "ynn_fusion.4": "conv depthwise/forward", "multiply_maximum_fusion": "batchnorm/forward",
+                   "transpose_copy_fusion": "layout copy/forward", "slice_maximum_fusion": "max pool/forward",
+                   "add_fusion": "other/forward", "copy.9": "layout copy/forward",
+                   "copy_reverse_fusion": "layout copy/unattributed"}  # a flip is no backward sign here
+    # The same instruction read as a train step's: the IHWO-shaped convolution is a kernel gradient.
+    assert profile.classify(instructions["ynn_fusion.3"], computations, INFO) == "conv dense/kernel grad"
+
+
+def test_inference_profiles_of_bisenetv2(tmp_path):
+    """One traced forward of each framework: all time is forward work, the dense and depthwise
+    convolutions, BatchNorm and the resize are found, every JAX event is an instruction."""
+    result = profile.profile_jax_inference("bisenetv2", 1, 64, 64, steps=1, warmup=1, top=5, trace_dir=str(tmp_path))
+    categories = result["categories"]
+    assert result["unmatched"] == []
+    total_ns, events = _thread_time_ns(tmp_path)
+    assert result["op_sum_ms"] == pytest.approx(total_ns / 1e6, rel=1e-6)
+    assert sum(c["ops"] for c in categories.values()) == events
+    for name in ("conv dense/forward", "conv depthwise/forward", "batchnorm/forward", "resize/forward"):
+        assert categories[name]["ms"] > 0 and categories[name]["ops"] > 0, name
+    busy = {name for name, c in categories.items() if c["ops"]}
+    assert all(name.endswith(("/forward", "/unattributed")) for name in busy), busy
+    assert not any(name.startswith(("loss+OHEM", "optimizer")) for name in busy), busy
+    assert json.loads(json.dumps(result)) == result
+    pytest.importorskip("torch")
+    torch_side = profile.profile_torch_inference("bisenetv2", 1, 64, 64, steps=1, warmup=1, top=5)
+    busy = {name for name, c in torch_side["categories"].items() if c["ops"]}
+    assert {"conv dense/forward", "conv depthwise/forward", "batchnorm/forward", "resize/forward"} <= busy
+    assert all(name.endswith("/forward") for name in busy), busy  # every op ran inside the forward label
+    assert torch_side["op_sum_ms"] <= torch_side["traced_wall_ms"] * 1.01
+
+
 L = profile.LABEL
 
 
@@ -316,3 +360,23 @@ def test_cli_prints_both_sides_and_writes_json_that_round_trips(monkeypatch, tmp
     report = json.loads(path.read_text())
     assert report["jax"] == jax_side and report["torch"] == torch_side
     assert (report["model"], report["crop"], report["batch_size"], report["steps"]) == ("bisenetv2", "64x64", 2, 1)
+    assert report["mode"] == "train step"
+
+
+def test_cli_inference_mode_profiles_the_forward(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    spec = importlib.util.spec_from_file_location("profile_train", REPO / "scripts" / "profile_train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    side = _fake_side({"conv dense/forward": 8.0, "resize/forward": 2.0})
+    for name in ("profile_jax", "profile_torch", "profile_jax_inference", "profile_torch_inference"):
+        monkeypatch.setattr(profile, name, lambda *args, _name=name, **kwargs: calls.append((_name, args)) or side)
+    path = tmp_path / "profile.json"
+    assert script.main(["--inference", "--model", "bisenetv1_x39", "--batch-size", "1", "--crop", "64x128",
+                        "--torch", "--json", str(path)]) == 0
+    assert calls == [("profile_jax_inference", ("bisenetv1_x39", 1, 64, 128)),
+                     ("profile_torch_inference", ("bisenetv1_x39", 1, 64, 128))]
+    out = capsys.readouterr().out
+    assert out.startswith("inference profile: bisenetv1_x39, batch 1, crop 64x128")
+    assert json.loads(path.read_text())["mode"] == "inference"
