@@ -1,4 +1,4 @@
-"""Where the train step's time goes: JAX's per-category breakdown, PyTorch's beside it (--torch).
+"""Where the train step's (or, with --inference, the forward's) time goes: JAX by category, PyTorch beside it.
 
   python scripts/profile_train.py --model bisenetv1_r18 --batch-size 8 --crop 256x320 --steps 2 --torch
 
@@ -7,7 +7,8 @@ With --inference, the same for the model's inference forward as scripts/benchmar
 
   python scripts/profile_train.py --inference --model bisenetv1_x39 --batch-size 1 --crop 512x1024 --torch
 
-Random data, the step of scripts/benchmark_train.py; the method is in bisenet_jax/benchmarks/profile.py.
+Random data, the step of scripts/benchmark_train.py (or the forward of scripts/benchmark_speed.py); the method
+is in bisenet_jax/benchmarks/profile.py.
 """
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ NOTES = ("JAX ms are thread time: an op's own event plus the thread-pool tasks i
 
 
 def format_report(report: dict, top: int = 20) -> str:
-    """The table of ``report["jax"]`` (``profile.profile_jax``) beside ``report["torch"]`` (``profile_torch``)."""
+    """The table of ``report["jax"]`` (``profile.profile_jax`` or ``profile_jax_inference``) beside
+    ``report["torch"]`` (``profile_torch`` or ``profile_torch_inference``)."""
     from bisenet_jax.benchmarks import machine
     from bisenet_jax.benchmarks.profile import BWD, DW, DX, FWD, GROUPS, UPDATE
 
     sides = [s for s in ("jax", "torch") if report.get(s)]
-    what = "inference profile" if report.get("mode") == "inference" else "train-step profile"
+    inference = report.get("mode") == "inference"
+    what, calls = ("inference profile", "calls") if inference else ("train-step profile", "steps")
     lines = [f"{what}: {report['model']}, batch {report['batch_size']}, crop {report['crop']}, "
-             f"{report['steps']} profiled steps; {machine.cpu_count()} CPUs ({machine.cpu_name()}); "
+             f"{report['steps']} profiled {calls}; {machine.cpu_count()} CPUs ({machine.cpu_name()}); "
              f"load {machine.load_average()}", (report.get("jax") or {}).get("xla_flags_log") or f"XLA_FLAGS: {report['xla_flags']}",
              f"{'per step':<30}" + "".join(f"{t + ' ms':>13}{'%':>6}{'~wall':>8}" for s, t in
                                            (("jax", "JAX"), ("torch", "PyTorch")) if s in sides)]
@@ -54,7 +57,8 @@ def format_report(report: dict, top: int = 20) -> str:
         lines += [row(f"{group} / {p}", [c["ms"] if c["ops"] or c["ms"] else None for c in cells[p]]) for p in shown]
         if len(shown) > 1:
             lines.append(row(f"{group} / total", [sum(cells[p][i]["ms"] for p in phases) for i in range(len(sides))]))
-    for label, phases in (("all forward", (FWD,)), ("all backward", (DX, DW, BWD)), ("all update", (UPDATE,))):
+    totals = (("all forward", (FWD,)), ("all backward", (DX, DW, BWD)), ("all update", (UPDATE,)))
+    for label, phases in totals[:1] if inference else totals:
         lines.append(row(label, [sum(v["ms"] for k, v in report[s]["categories"].items() if k.split("/")[1] in phases)
                                  for s in sides]))
     for key, label in (("op_sum_ms", "sum of op times"), ("traced_wall_ms", "wall per step, profiled"),
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed and traced ones")
     parser.add_argument("--steps", type=int, default=2,
                         help="timed steps (forward calls with --inference), then as many profiled ones")
-    parser.add_argument("--torch", action="store_true", help="profile the PyTorch reference step too")
+    parser.add_argument("--torch", action="store_true", help="profile the PyTorch reference step (or forward) too")
     parser.add_argument("--inference", action="store_true",
                         help="profile the inference forward (batch --batch-size at --crop) instead of the train step")
     parser.add_argument("--top", type=int, default=20, help="list the N longest ops of each side")

@@ -154,7 +154,7 @@ def classify(instruction: Instruction, computations: dict[str, list[Instruction]
     conv = next((i for i in inner if i.opcode == "convolution"
                  or (i.opcode == "dot" and "conv_general_dilated" in i.op_name)), None)
     op_name = (conv.op_name if conv is not None else "") or representative_op_name(instruction, computations)
-    backward = "transpose(" in op_name
+    backward = "transpose(" in op_name and not info.forward_only
     phase = BWD if backward else FWD
     if conv is not None:
         groups = re.search(r"(?:feature|batch)_group_count=(\d+)", conv.attrs)
@@ -183,7 +183,7 @@ def classify(instruction: Instruction, computations: dict[str, list[Instruction]
     if any(SCOPES["max_pool_3x3_s2"] in path for path in paths):
         return f"max pool/{phase}"
     if any(SCOPES["upsample2_conv3x3"] in path for path in paths):  # the CPU form's ops other than its convs
-        if "dot" in opcodes | {instruction.opcode}:  # its hand-written kernel gradient: a matmul per tap
+        if "dot" in opcodes | {instruction.opcode} and backward:  # its hand-written kernel gradient: a matmul per tap
             return f"conv dense/{DW}"
         return f"layout copy/{phase}"  # building the phase kernel, interleaving the four phases
     if "resize" in op_name:
@@ -318,7 +318,9 @@ def profile_jax_inference(model: str, batch_size: int, height: int, width: int, 
         compiled(variables, x).block_until_ready()
 
     return {**_traced(forward, compiled.as_text(), info, steps, warmup, top, trace_dir),
-            "compile_seconds": compile_seconds, "xla_flags_log": xla_flags.describe({})}
+            "compile_seconds": compile_seconds,
+            "xla_flags_log": f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '').strip() or '(none)'}; inference compiled "
+                             "without the train step's CPU options (bisenet_jax/xla_flags.py)"}
 
 
 def _traced(run, hlo_text: str, info: ModelInfo, steps: int, warmup: int, top: int,
@@ -422,8 +424,8 @@ def profile_torch_inference(model: str, batch_size: int, height: int, width: int
                             warmup: int = 1, num_classes: int = 19, num_threads: int = 0, top: int = 20
                             ) -> dict[str, Any]:
     """The PyTorch side of :func:`profile_jax_inference`: the eager reference module in eval mode under
-    ``torch.no_grad`` with the same random weights as ``scripts/benchmark_speed.py --compare-torch``
-    loads (``inference_speed``), each op's self CPU time classified (all forward)."""
+    ``torch.inference_mode`` with the random weights ``scripts/benchmark_speed.py --compare-torch`` loads
+    (``inference_speed``, which times it the same way), each op's self CPU time classified (all forward)."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
     from bisenet_jax.benchmarks import inference_speed, torch_reference
@@ -436,7 +438,7 @@ def profile_torch_inference(model: str, batch_size: int, height: int, width: int
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, 3, height, width)).astype(np.float32))
 
     def forward():
-        with torch.no_grad(), record_function(LABEL + "forward"):
+        with torch.inference_mode(), record_function(LABEL + "forward"):
             module(x)
 
     wall = train_speed.step_times(forward, warmup, steps)

@@ -178,12 +178,13 @@ def test_classify_a_forward_only_program():
     got = {name: profile.classify(instructions[name], computations, info)
            for name in ("ynn_fusion.1", "ynn_fusion.3", "ynn_fusion.4", "multiply_maximum_fusion",
                         "transpose_copy_fusion", "slice_maximum_fusion", "add_fusion", "copy.9",
-                        "copy_reverse_fusion")}
+                        "copy_reverse_fusion", "reduce_max_fusion")}
     assert got == {"ynn_fusion.1": "conv dense/forward", "ynn_fusion.3": "conv dense/forward",
                    "ynn_fusion.4": "conv depthwise/forward", "multiply_maximum_fusion": "batchnorm/forward",
                    "transpose_copy_fusion": "layout copy/forward", "slice_maximum_fusion": "max pool/forward",
                    "add_fusion": "other/forward", "copy.9": "layout copy/forward",
-                   "copy_reverse_fusion": "layout copy/unattributed"}  # a flip is no backward sign here
+                   "copy_reverse_fusion": "layout copy/unattributed",  # a flip is no backward sign here
+                   "reduce_max_fusion": "other/forward"}  # outside the model: no loss in a forward
     # The same instruction read as a train step's: the IHWO-shaped convolution is a kernel gradient.
     assert profile.classify(instructions["ynn_fusion.3"], computations, INFO) == "conv dense/kernel grad"
 
@@ -378,5 +379,6 @@ def test_cli_inference_mode_profiles_the_forward(monkeypatch, tmp_path, capsys):
     assert calls == [("profile_jax_inference", ("bisenetv1_x39", 1, 64, 128)),
                      ("profile_torch_inference", ("bisenetv1_x39", 1, 64, 128))]
     out = capsys.readouterr().out
-    assert out.startswith("inference profile: bisenetv1_x39, batch 1, crop 64x128")
+    assert out.startswith("inference profile: bisenetv1_x39, batch 1, crop 64x128, 2 profiled calls")
+    assert "all forward" in out and "all backward" not in out and "all update" not in out
     assert json.loads(path.read_text())["mode"] == "inference"

@@ -173,7 +173,7 @@ def test_upsample_conv_forms_agree_in_values_and_gradients(height, width, channe
 
 def test_phase_kernel_sums_are_the_tap_matrix_contraction():
     """The phase kernel as static sums of kernel taps equals its definition, the contraction with the
-    0/1 tap matrices, for every (p, q, a, b) (float64: the sums of up to four taps are exact here)."""
+    0/1 tap matrices, for every (p, q, a, b) (small integers: the float32 sums are exact)."""
     from bisenet_jax.models.kernels import _PHASE_TAPS, _phase_kernel
     kernel = np.random.default_rng(3).integers(-8, 9, size=(3, 3, 4, 5)).astype(np.float32)
     taps = np.asarray(_PHASE_TAPS, np.float64)
