@@ -297,9 +297,8 @@ def _phase_kernel(kernel: jax.Array) -> jax.Array:
         taps = [kernel[y, x] for y in range(3) if _PHASE_TAPS[a][p][y] for x in range(3) if _PHASE_TAPS[b][q][x]]
         return functools.reduce(jnp.add, taps)
 
-    return jnp.stack([jnp.stack([jnp.stack([jnp.stack([tap_sum(a, b, p, q) for b in (0, 1)], axis=1)
-                                            for a in (0, 1)], axis=1)
-                                 for q in (0, 1)]) for p in (0, 1)])
+    sums = [tap_sum(a, b, p, q) for p in (0, 1) for q in (0, 1) for a in (0, 1) for b in (0, 1)]
+    return jnp.stack(sums).reshape(2, 2, 2, 2, *kernel.shape[2:]).transpose(0, 1, 4, 2, 3, 5)
 
 
 def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
