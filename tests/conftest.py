@@ -35,3 +35,10 @@ def pytest_configure(config):
     cache = os.environ.get("BISENET_TEST_JAX_CACHE", str(pathlib.Path.home() / ".cache" / "bisenet_jax" / "jax_tests"))
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked ``slow`` (minutes each, most of them several processes or float64 compiles) run
+    first: under ``pytest -n 2`` the workers then end on short tests together, instead of one or two
+    long tests running alone at the end of the suite (that tail was ~10 of its 25 minutes)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise

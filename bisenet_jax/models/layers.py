@@ -171,8 +171,10 @@ class BatchNorm(nn.BatchNorm):
             n = x.size // channels  # values per channel (the global batch under jit's sharding)
             # PyTorch: running = m * running + (1 - m) * batch, with the unbiased batch variance.
             unbiased = var * (n / (n - 1)) if n > 1 else var
-            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+            # Kept in their own dtype (float32): a float64 model's statistics would otherwise turn float64
+            # after its first step, which changes the state's types (a second compilation of the step).
+            ra_mean.value = (self.momentum * ra_mean.value + (1 - self.momentum) * mean).astype(ra_mean.value.dtype)
+            ra_var.value = (self.momentum * ra_var.value + (1 - self.momentum) * unbiased).astype(ra_var.value.dtype)
         return y.astype(self.dtype or jnp.result_type(x, scale, bias))
 
 

@@ -163,6 +163,25 @@ def test_batch_norm_in_bfloat16_returns_bfloat16_from_float32_statistics():
     np.testing.assert_allclose(np.asarray(grad, np.float32), grad32, atol=0.02 * float(jnp.max(jnp.abs(grad32))))
 
 
+def test_batch_norm_of_a_float64_model_keeps_its_statistics_float32_from_step_to_step():
+    """A float64 model (the exactness tests' mode): the running statistics stay the float32 the
+    initialisation made, so a train step's output state has its input's types (otherwise the
+    second step compiles again); the update is PyTorch's, to float32's rounding."""
+    from bisenet_jax.models.layers import batch_norm
+
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(4).normal(1.0, 3.0, (4, 3, 3, 6)), jnp.float64)
+        module = batch_norm(True, jnp.float64)
+        variables = module.init(jax.random.key(0), x)
+        assert {v.dtype for v in jax.tree.leaves(variables["batch_stats"])} == {jnp.dtype(jnp.float32)}
+        y, updated = module.apply(variables, x, mutable=["batch_stats"])
+        assert y.dtype == jnp.float64
+        assert jax.tree.map(lambda v: v.dtype, updated) == jax.tree.map(lambda v: v.dtype, {
+            "batch_stats": variables["batch_stats"]})
+        values = np.asarray(x).reshape(-1, 6)
+        np.testing.assert_allclose(updated["batch_stats"]["var"], 0.9 + 0.1 * values.var(0, ddof=1), rtol=2e-7)
+
+
 def test_training_batch_norm_refuses_what_it_does_not_implement():
     from bisenet_jax.models.layers import BatchNorm
 

@@ -5,6 +5,7 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 from bisenet_jax.train import loop
 from bisenet_jax.train.config import config_from_file
@@ -12,6 +13,7 @@ from bisenet_jax.train.config import config_from_file
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
+@pytest.mark.slow  # a real training run of the demo recipe: 2-3 minutes
 def test_demo_training_learns(tmp_path):
     config = config_from_file(CONFIGS / "demo.py")
     config.train.num_steps = 80

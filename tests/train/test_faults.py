@@ -166,6 +166,7 @@ def _mkdir(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
+@pytest.mark.slow  # a training run in a subprocess on a small filesystem: about a minute
 def test_a_full_disk_during_an_async_save_ends_with_one_message_and_the_previous_step_intact(tmp_path):
     import os
     import subprocess

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(*args):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
@@ -18,6 +20,7 @@ def _run(*args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two float64 compiles of V2's train step (1 and 8 devices): 3-5 minutes on 2 cores
 def test_eight_way_sharded_training_matches_single_device():
     # BiSeNetV2 (BatchNorm everywhere, dropout, OHEM, auxiliary heads), two SGD steps on demo
     # images. Computed in float64 so that the comparison measures the sharded program, not float32
