@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="", help="a config file to train instead of the model's CPU recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=0.02 (repeatable; for tuning on val)")
+    parser.add_argument("--same-init", action="store_true",
+                        help="both sides start from the same weights: the PyTorch reference's initialisation with the "
+                             "recipe's seed, saved as <workdir>/init.pth and set as train.init_checkpoint on both "
+                             "sides (the initialisation's draw then leaves the difference between them)")
     parser.add_argument("--overwrite", action="store_true", help="delete a non-empty --workdir first")
     parser.add_argument("--seeds", type=int, default=0,
                         help="run the benchmark with seeds 0..N-1 (workdir/seed_<s>) and report the mean, std, min "
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or f"runs/benchmark_camvid/{args.model}"
     options = dict(model=args.model, budget_minutes=args.budget_minutes, sides=sides, steps=args.steps,
                    calibration_steps=args.calibration_steps, torch_threads=args.torch_threads,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, same_init=args.same_init)
     if args.seeds:
         result = camvid.run_seeds(config, workdir, list(range(args.seeds)), **options)
         print()

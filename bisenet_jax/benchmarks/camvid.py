@@ -6,7 +6,8 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
 
 1. Recipe: ``recipes.camvid_cpu_recipe(model)``, what ``configs/camvid_<model>_cpu.py`` return
    (crop, batch, augmentation, OHEM, SGD with 10x head learning rate, warmup then poly decay),
-   trained from scratch.
+   trained from scratch: each side draws its initialisation from the seed, or with ``same_init``
+   both start from the PyTorch reference's draw (``write_shared_init``).
 2. Schedule fitted to the budget (``steps="fit"``, the default): before the budget starts, a short
    calibration runs the side's own training loop on a fresh model for ``CALIBRATION_WARMUP_STEPS``
    + ``CALIBRATION_STEPS`` steps and reads its logged throughput (the median window of
@@ -383,21 +384,31 @@ def _prepare_workdir(workdir: pathlib.Path, overwrite: bool) -> None:
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, model: str = "",
                   budget_minutes: float = 30.0, sides: tuple[str, ...] = ("jax",), steps: str | int = "fit",
                   calibration_steps: int = CALIBRATION_STEPS, torch_threads: int = 0, overwrite: bool = False,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  same_init: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains each of ``sides`` ("jax", "torch") in turn under ``budget_minutes``; returns every figure.
 
     ``steps``: "fit" (calibrate each side, see the module doc), "config" (the config's num_steps)
-    or an int. Writes ``workdir/{jax,torch}/`` and ``workdir/results.json``.
+    or an int. ``same_init``: both sides start from the same weights (:func:`write_shared_init`).
+    Writes ``workdir/{jax,torch}/`` and ``workdir/results.json``.
     """
     for side in sides:
         if side not in ("jax", "torch"):
             raise ValueError(f"unknown side {side!r}; expected 'jax' or 'torch'")
+    if same_init and config.train.init_checkpoint:
+        raise ValueError(f"same_init: the config already starts from train.init_checkpoint="
+                         f"{config.train.init_checkpoint!r}; both sides use it already, drop one of the two")
     workdir = pathlib.Path(workdir).absolute()
     _prepare_workdir(workdir, overwrite)
+    if same_init:
+        config = config.copy_and_resolve_references()
+        config.train.init_checkpoint = str(write_shared_init(config, workdir))
+        log(f"both sides start from {config.train.init_checkpoint} (the PyTorch reference's initialisation, seed "
+            f"{config.train.seed})")
     result = {"benchmark": "camvid", "model": model or config.model.name, "model_name": config.model.name,
               "budget_minutes": budget_minutes, "steps": steps, "dataset_root": str(config.data.root),
               "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
-              "environment": machine.environment(), "protocol": PROTOCOL}
+              "environment": machine.environment(), "protocol": PROTOCOL,
+              "init_checkpoint": str(config.train.init_checkpoint)}
     for side in sides:
         others = machine.others_cpu_percent()
         if others > BUSY_PERCENT:
@@ -418,6 +429,23 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
         result["warning"] = busy_machine_warning(result)
         evaluator.save_results(result, workdir / "results.json")  # strict JSON, NaN as null
     return result
+
+
+def write_shared_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+    """``workdir/init.pth``: the PyTorch reference's fresh initialisation (``torch.manual_seed(train.seed)``).
+
+    Both sides set it as ``train.init_checkpoint`` (the JAX loop reads it through the converter, the
+    reference loads it), so they start from the same weights and differ only in their arithmetic and
+    their number of steps: the initialisation's draw, one per framework otherwise, leaves the comparison.
+    """
+    import torch
+
+    from bisenet_jax.benchmarks import torch_reference
+
+    torch.manual_seed(config.train.seed)
+    path = workdir / "init.pth"
+    torch.save(torch_reference.reference_model(config).state_dict(), path)
+    return path
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, seeds: Sequence[int],
@@ -496,7 +524,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [f"CamVid val ({result['num_val_images']} images, ss at full resolution): {result['model_name']}, budget "
              f"{result['budget_minutes']} min, {env['cpus']} CPUs, jax {env['jax']}"
              + (f", torch {env['torch']}" if "torch" in env else "")
-             + (f"; {env['allocator']} (both sides)" if "allocator" in env else ""), ""]
+             + (f"; {env['allocator']} (both sides)" if "allocator" in env else "")
+             + (f"; both sides start from {result['init_checkpoint']}" if result.get("init_checkpoint") else ""), ""]
     width = 22
     lines.append(f"{'':<{width}}" + "".join(f"{titles[s]:>22}" for s in sides))
 

@@ -201,6 +201,9 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     torch.manual_seed(config.train.seed)
     info = data_lib.get_dataset_info(config.data)
     model = reference_model(config).train()
+    if config.train.init_checkpoint:
+        load_initial_weights(model, config.train.init_checkpoint)
+        log(f"torch: initialised from {config.train.init_checkpoint}")
     optimizer = create_optimizer(model, config.optimizer)
     num_steps, batch_size = int(config.train.num_steps), int(config.train.batch_size)
     lrs = learning_rates(config.optimizer, num_steps)
@@ -248,6 +251,22 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
         log(f"[torch] stopped at step {step}: {stop_reason}")
     return {"step": step, "stop_reason": stop_reason, "train_seconds": train_seconds, "start_time": t_start,
             "checkpoints": checkpoints, "num_threads": num_threads}
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | pathlib.Path) -> None:
+    """``train.init_checkpoint`` for the reference: every weight of ``model`` from a PyTorch BiSeNet file
+    (``.pth``/``.pt``/``.safetensors``, read by the converter's reader), strictly (same keys and shapes)."""
+    from bisenet_jax import convert
+
+    if not str(path).lower().endswith(convert.TORCH_SUFFIXES + (convert.SAFETENSORS_SUFFIX,)):
+        raise ValueError(f"train.init_checkpoint={str(path)!r}: the PyTorch reference starts from a PyTorch file "
+                         "(.pth, .pt or .safetensors) only")
+    state_dict = {key: torch.from_numpy(np.array(value)) for key, value in convert.load_torch_checkpoint(path).items()}
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: not the weights of the reference's {type(model).__name__} with these classes: "
+                         f"{error}") from None
 
 
 def load_checkpoint(config: Any, path: str | pathlib.Path) -> torch.nn.Module:

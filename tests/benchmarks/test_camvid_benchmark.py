@@ -266,3 +266,75 @@ def test_seed_sweep_runs_each_seed_in_its_own_folder_and_reports_the_spread(tiny
 def test_seed_sweep_refuses_repeated_seeds(tiny_camvid, tmp_path):
     with pytest.raises(ValueError, match="distinct seeds"):
         camvid.run_seeds(tiny_config(tiny_camvid), tmp_path, [1, 1])
+
+
+def test_same_init_gives_both_sides_the_reference_initialisation_of_the_seed(tiny_camvid, tmp_path, monkeypatch):
+    """``same_init``: ``workdir/init.pth`` holds the PyTorch reference's initialisation with the recipe's seed
+    and both sides' configs start from it (``train.init_checkpoint``); the caller's config is unchanged."""
+    seen = {}
+
+    def fake_run(side):
+        def run(config, workdir, *args):
+            seen[side] = config.train.init_checkpoint
+            return {"load_average_before": [0.0, 0.0, 0.0]}
+        return run
+
+    monkeypatch.setattr(camvid, "run_jax", fake_run("jax"))
+    monkeypatch.setattr(camvid, "run_torch", fake_run("torch"))
+    config = tiny_config(tiny_camvid)
+    config.train.seed = 3
+    result = camvid.run_benchmark(config, tmp_path / "race", sides=("jax", "torch"), steps=4, same_init=True,
+                                  log=lambda _: None)
+    path = tmp_path / "race" / "init.pth"
+    assert seen == {"jax": str(path), "torch": str(path)} and result["init_checkpoint"] == str(path)
+    assert config.train.init_checkpoint == ""
+    saved = torch.load(path, weights_only=True)
+    torch.manual_seed(3)
+    fresh = torch_reference.reference_model(config).state_dict()
+    assert saved.keys() == fresh.keys()
+    assert all(torch.equal(saved[k], fresh[k]) for k in fresh)
+    torch.manual_seed(4)  # another seed draws other weights: the file is the seed's draw, not any draw
+    other = torch_reference.reference_model(config).state_dict()
+    assert not all(torch.equal(saved[k], other[k]) for k in other)
+    # The reference loads it into a model of another draw: every weight (and statistic) becomes the file's.
+    model = torch_reference.reference_model(config)
+    torch_reference.load_initial_weights(model, path)
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+    # A run without same_init records no shared start.
+    monkeypatch.setattr(camvid, "run_torch", fake_run("torch"))
+    assert camvid.run_benchmark(config, tmp_path / "plain", sides=("torch",), steps=4,
+                                log=lambda _: None)["init_checkpoint"] == ""
+
+
+def test_same_init_is_refused_over_an_init_checkpoint_and_the_reference_refuses_foreign_weights(tiny_camvid, tmp_path):
+    config = tiny_config(tiny_camvid)
+    config.train.init_checkpoint = "/some/model.pth"
+    with pytest.raises(ValueError, match="already starts from train.init_checkpoint='/some/model.pth'"):
+        camvid.run_benchmark(config, tmp_path / "race", sides=("jax", "torch"), steps=4, same_init=True)
+    model = torch_reference.reference_model(tiny_config(tiny_camvid))
+    with pytest.raises(ValueError, match="PyTorch file .*only"):
+        torch_reference.load_initial_weights(model, tmp_path / "workdir_of_a_jax_run")
+    other_classes = tiny_config(tiny_camvid)
+    other_classes.model.num_classes = 5
+    torch.save(torch_reference.reference_model(other_classes).state_dict(), tmp_path / "five.pth")
+    with pytest.raises(ValueError, match="five.pth: not the weights of the reference's .* with these classes"):
+        torch_reference.load_initial_weights(model, tmp_path / "five.pth")
+
+
+def test_the_torch_loop_starts_from_its_init_checkpoint(tiny_camvid, tmp_path):
+    """``train.init_checkpoint`` in the reference loop: a run whose learning rate is zero ends with the
+    file's weights (and statistics moved by its one step), not with its own seed's draw."""
+    config = tiny_config(tiny_camvid).copy_and_resolve_references()
+    config.train.seed = 5
+    torch.manual_seed(9)
+    start = torch_reference.reference_model(config).state_dict()
+    torch.save(start, tmp_path / "start.pth")
+    config.train.init_checkpoint = str(tmp_path / "start.pth")
+    config.train.num_steps, config.optimizer.lr, config.optimizer.weight_decay = 1, 0.0, 0.0
+    config.optimizer.warmup_steps = 0
+    lines = []
+    result = torch_reference.train(config, tmp_path / "run", num_threads=1, log=lines.append)
+    assert any(f"initialised from {tmp_path / 'start.pth'}" in line for line in lines)
+    trained = torch.load(result["checkpoints"][1], weights_only=True)
+    weights = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(trained[k], start[k]) for k in weights)
