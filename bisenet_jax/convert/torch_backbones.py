@@ -226,6 +226,12 @@ class Xception39(nn.Module):
             setattr(self, f"layer{k + 1}", nn.Sequential(*blocks))
             in_channels = 4 * mid
         self.out_channels = tuple(4 * mid for _, mid in XCEPTION39_STAGES)
+        # The Flax Xception39's initialisation (its convolutions' default, kaiming normal, fan_in, gain 1).
+        # Until session 16 this module kept PyTorch's default (kaiming uniform with a=sqrt(5): a standard
+        # deviation sqrt(3) smaller), so the CamVid races of X39 started the two sides from different scales.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.conv1(x))

@@ -335,7 +335,8 @@ class BiSeNetV2(nn.Module):
 
 
 def _init_bisenetv1(model: nn.Module) -> None:
-    """Kaiming normal (fan_in, gain 1) outside the backbone; the backbone keeps its own init."""
+    """Kaiming normal (fan_in, gain 1) outside the backbone; the backbone keeps its own init (ResNet: fan_out,
+    ReLU gain, as torchvision and the Flax ResNet; Xception39: fan_in, gain 1, as the Flax Xception39)."""
     backbone = model.cp.resnet if hasattr(model.cp, "resnet") else model.cp.xception
     in_backbone = {id(m) for m in backbone.modules()}
     for m in model.modules():
