@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-init", action="store_true",
                         help="both sides start from the same weights: the PyTorch reference's initialisation with the "
                              "recipe's seed, saved as <workdir>/init.pth and set as train.init_checkpoint on both "
-                             "sides (the initialisation's draw then leaves the difference between them)")
+                             "sides (the initialisation's draw then leaves the difference between them; V2's dropout masks "
+                             "still differ)")
     parser.add_argument("--overwrite", action="store_true", help="delete a non-empty --workdir first")
     parser.add_argument("--seeds", type=int, default=0,
                         help="run the benchmark with seeds 0..N-1 (workdir/seed_<s>) and report the mean, std, min "

@@ -397,6 +397,9 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     if same_init and config.train.init_checkpoint:
         raise ValueError(f"same_init: the config already starts from train.init_checkpoint="
                          f"{config.train.init_checkpoint!r}; both sides use it already, drop one of the two")
+    if "torch" in sides and config.train.init_checkpoint:  # refused now, not after the JAX side's 30 minutes
+        from bisenet_jax.benchmarks import torch_reference
+        torch_reference.check_init_checkpoint(config.train.init_checkpoint)
     workdir = pathlib.Path(workdir).absolute()
     _prepare_workdir(workdir, overwrite)
     if same_init:
@@ -435,8 +438,9 @@ def write_shared_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) 
     """``workdir/init.pth``: the PyTorch reference's fresh initialisation (``torch.manual_seed(train.seed)``).
 
     Both sides set it as ``train.init_checkpoint`` (the JAX loop reads it through the converter, the
-    reference loads it), so they start from the same weights and differ only in their arithmetic and
-    their number of steps: the initialisation's draw, one per framework otherwise, leaves the comparison.
+    reference loads it), so they start from the same weights and differ only in their arithmetic, their
+    number of steps and (V2) their dropout masks: the initialisation's draw, one per framework otherwise,
+    leaves the comparison.
     """
     import torch
 
@@ -525,7 +529,7 @@ def format_report(result: dict[str, Any]) -> str:
              f"{result['budget_minutes']} min, {env['cpus']} CPUs, jax {env['jax']}"
              + (f", torch {env['torch']}" if "torch" in env else "")
              + (f"; {env['allocator']} (both sides)" if "allocator" in env else "")
-             + (f"; both sides start from {result['init_checkpoint']}" if result.get("init_checkpoint") else ""), ""]
+             + (f"; initialised from {result['init_checkpoint']}" if result.get("init_checkpoint") else ""), ""]
     width = 22
     lines.append(f"{'':<{width}}" + "".join(f"{titles[s]:>22}" for s in sides))
 

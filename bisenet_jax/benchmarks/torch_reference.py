@@ -253,14 +253,21 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
             "checkpoints": checkpoints, "num_threads": num_threads}
 
 
-def load_initial_weights(model: torch.nn.Module, path: str | pathlib.Path) -> None:
-    """``train.init_checkpoint`` for the reference: every weight of ``model`` from a PyTorch BiSeNet file
-    (``.pth``/``.pt``/``.safetensors``, read by the converter's reader), strictly (same keys and shapes)."""
+def check_init_checkpoint(path: str | pathlib.Path) -> None:
+    """Refuses a ``train.init_checkpoint`` the reference cannot start from (anything but a PyTorch file)."""
     from bisenet_jax import convert
 
     if not str(path).lower().endswith(convert.TORCH_SUFFIXES + (convert.SAFETENSORS_SUFFIX,)):
         raise ValueError(f"train.init_checkpoint={str(path)!r}: the PyTorch reference starts from a PyTorch file "
                          "(.pth, .pt or .safetensors) only")
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | pathlib.Path) -> None:
+    """``train.init_checkpoint`` for the reference: every weight of ``model`` from a PyTorch BiSeNet file
+    (``.pth``/``.pt``/``.safetensors``, read by the converter's reader), strictly (same keys and shapes)."""
+    from bisenet_jax import convert
+
+    check_init_checkpoint(path)
     state_dict = {key: torch.from_numpy(np.array(value)) for key, value in convert.load_torch_checkpoint(path).items()}
     try:
         model.load_state_dict(state_dict)

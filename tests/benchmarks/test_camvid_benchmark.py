@@ -311,6 +311,11 @@ def test_same_init_is_refused_over_an_init_checkpoint_and_the_reference_refuses_
     config.train.init_checkpoint = "/some/model.pth"
     with pytest.raises(ValueError, match="already starts from train.init_checkpoint='/some/model.pth'"):
         camvid.run_benchmark(config, tmp_path / "race", sides=("jax", "torch"), steps=4, same_init=True)
+    # A run with the PyTorch side refuses a start it cannot load before the JAX side trains (and nothing is written).
+    config.train.init_checkpoint = str(tmp_path / "jax_workdir")
+    with pytest.raises(ValueError, match="jax_workdir'.*PyTorch file .*only"):
+        camvid.run_benchmark(config, tmp_path / "race", sides=("jax", "torch"), steps=4)
+    assert not (tmp_path / "race").exists()
     model = torch_reference.reference_model(tiny_config(tiny_camvid))
     with pytest.raises(ValueError, match="PyTorch file .*only"):
         torch_reference.load_initial_weights(model, tmp_path / "workdir_of_a_jax_run")
