@@ -301,7 +301,6 @@ def test_same_init_gives_both_sides_the_reference_initialisation_of_the_seed(tin
     torch_reference.load_initial_weights(model, path)
     assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
     # A run without same_init records no shared start.
-    monkeypatch.setattr(camvid, "run_torch", fake_run("torch"))
     assert camvid.run_benchmark(config, tmp_path / "plain", sides=("torch",), steps=4,
                                 log=lambda _: None)["init_checkpoint"] == ""
 
