@@ -255,9 +255,9 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
 
 def check_init_checkpoint(path: str | pathlib.Path) -> None:
     """Refuses a ``train.init_checkpoint`` the reference cannot start from (anything but a PyTorch file)."""
-    from bisenet_jax import convert
+    from bisenet_jax.convert.commands import is_torch_file
 
-    if not str(path).lower().endswith(convert.TORCH_SUFFIXES + (convert.SAFETENSORS_SUFFIX,)):
+    if not is_torch_file(path):
         raise ValueError(f"train.init_checkpoint={str(path)!r}: the PyTorch reference starts from a PyTorch file "
                          "(.pth, .pt or .safetensors) only")
 
