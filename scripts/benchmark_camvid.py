@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                              "recipe's seed, saved as <workdir>/init.pth and set as train.init_checkpoint on both "
                              "sides (the initialisation's draw then leaves the difference between them; V2's dropout masks "
                              "still differ)")
+    parser.add_argument("--schedule-clock", choices=("steps", "time"), default="steps",
+                        help="'steps' (default): each side's learning rate follows its step count, fitted to the "
+                             "budget by the calibration; 'time': it follows the elapsed fraction of the budget on "
+                             "both sides, so each schedule ends with the budget whatever the calibration predicted")
     parser.add_argument("--overwrite", action="store_true", help="delete a non-empty --workdir first")
     parser.add_argument("--seeds", type=int, default=0,
                         help="run the benchmark with seeds 0..N-1 (workdir/seed_<s>) and report the mean, std, min "
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or f"runs/benchmark_camvid/{args.model}"
     options = dict(model=args.model, budget_minutes=args.budget_minutes, sides=sides, steps=args.steps,
                    calibration_steps=args.calibration_steps, torch_threads=args.torch_threads,
-                   overwrite=args.overwrite, same_init=args.same_init)
+                   overwrite=args.overwrite, same_init=args.same_init, schedule_clock=args.schedule_clock)
     if args.seeds:
         result = camvid.run_seeds(config, workdir, list(range(args.seeds)), **options)
         print()

@@ -18,6 +18,12 @@ Protocol (the JAX run and the PyTorch reference in ``torch_reference`` follow th
    schedule ends when its budget does; ``time_budget_minutes`` stops a run that turns out slower
    than calibrated (the machine got busier). ``steps="config"`` keeps the config's ``num_steps``
    (identical schedules, the budget only as a stop); an integer sets it.
+   ``schedule_clock="time"`` puts both sides' learning-rate schedules on the budget's clock instead
+   (``optimizer.schedule_clock``): the rate follows the elapsed fraction of the budget, so warmup
+   and decay end when the budget does whatever the calibration said, and a calibration error changes
+   only the number of steps, not where the schedule stands when training stops. The fitted
+   ``num_steps`` then sets the warmup's share and the curve's interval, and the loop runs until the
+   budget (its step cap is ``TIME_CLOCK_STEP_CAP`` times the fit).
 3. Budget: training wall clock, from before the first train step to the last one. JAX compilation
    counts; so does saving the weights at the learning curve's steps (both sides). No evaluation
    runs inside the budget: eager PyTorch inference is several times slower than JAX's on this CPU,
@@ -45,12 +51,15 @@ from bisenet_jax import data as data_lib
 from bisenet_jax.benchmarks import machine
 from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe
 from bisenet_jax.evaluation import evaluator
+from bisenet_jax.train.optim import SCHEDULE_CLOCKS
 
 SAFETY = 0.97  # fraction of the remaining budget the fitted schedule plans to use
+TIME_CLOCK_STEP_CAP = 2  # on the time clock the budget ends a run; num_steps is this many times the fit
 PROTOCOL = ("from scratch; num_steps fitted to each side's calibrated step time (steps='fit') or as given; "
             "budget = training wall clock from before the first step (compilation and weight saves inside, no "
             "evaluation); the saved weights of each curve step evaluated afterwards on val, ss at full resolution, "
-            "one confusion matrix, exact IoU; JAX then PyTorch, sequentially")
+            "one confusion matrix, exact IoU; JAX then PyTorch, sequentially; learning rate on the step clock, "
+            "or with schedule_clock='time' on the budget's clock (both sides)")
 
 
 def load_config(model: str, root: str | pathlib.Path, config_file: str | pathlib.Path | None = None
@@ -191,7 +200,10 @@ def calibration_config(config: ml_collections.ConfigDict, warmup_steps: int, ste
     config.train.log_every = window
     config.train.eval_every = -1
     config.train.checkpoint_every = num_steps
-    config.train.time_budget_minutes = 0.0
+    # No budget; on the time clock (which needs one) a budget the calibration never reaches, so that
+    # the calibration runs the loop the race will run (which waits for each step before the next).
+    time_clock = config.optimizer.get("schedule_clock", "steps") == "time"
+    config.train.time_budget_minutes = 1e6 if time_clock else 0.0
     config.train.progress_bar = False
     config.train.num_prediction_images = 0
     return config
@@ -307,7 +319,8 @@ def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[
             "confusion_matrix")
     return {"framework": framework, **{k: final[k] for k in keep}, "eval_seconds": final["seconds"],
             "step": trained["step"], "stop_reason": trained["stop_reason"], "train_seconds": train_seconds,
-            "curve": curve, "num_steps": int(config.train.num_steps),
+            "curve": curve, "num_steps": int(config.optimizer.total_steps),
+            "schedule_clock": str(config.optimizer.schedule_clock),
             "warmup_steps": int(config.optimizer.warmup_steps), "curve_every": int(config.train.checkpoint_every),
             "batch_size": int(config.train.batch_size), "crop_size": list(config.data.crop_size),
             "lr": float(config.optimizer.lr), "images_per_second": median_images_per_second(records),
@@ -384,16 +397,20 @@ def _prepare_workdir(workdir: pathlib.Path, overwrite: bool) -> None:
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, model: str = "",
                   budget_minutes: float = 30.0, sides: tuple[str, ...] = ("jax",), steps: str | int = "fit",
                   calibration_steps: int = CALIBRATION_STEPS, torch_threads: int = 0, overwrite: bool = False,
-                  same_init: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  same_init: bool = False, schedule_clock: str = "steps",
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains each of ``sides`` ("jax", "torch") in turn under ``budget_minutes``; returns every figure.
 
     ``steps``: "fit" (calibrate each side, see the module doc), "config" (the config's num_steps)
     or an int. ``same_init``: both sides start from the same weights (:func:`write_shared_init`).
+    ``schedule_clock``: "steps" or "time", both sides' learning-rate clock (see the module doc).
     Writes ``workdir/{jax,torch}/`` and ``workdir/results.json``.
     """
     for side in sides:
         if side not in ("jax", "torch"):
             raise ValueError(f"unknown side {side!r}; expected 'jax' or 'torch'")
+    if schedule_clock not in SCHEDULE_CLOCKS:
+        raise ValueError(f"schedule_clock={schedule_clock!r}; expected one of {SCHEDULE_CLOCKS}")
     if same_init and config.train.init_checkpoint:
         raise ValueError(f"same_init: the config already starts from train.init_checkpoint="
                          f"{config.train.init_checkpoint!r}; both sides use it already, drop one of the two")
@@ -411,7 +428,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
               "budget_minutes": budget_minutes, "steps": steps, "dataset_root": str(config.data.root),
               "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
               "environment": machine.environment(), "protocol": PROTOCOL,
-              "init_checkpoint": str(config.train.init_checkpoint)}
+              "init_checkpoint": str(config.train.init_checkpoint), "schedule_clock": schedule_clock}
     for side in sides:
         others = machine.others_cpu_percent()
         if others > BUSY_PERCENT:
@@ -419,8 +436,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
                 "CPUs: the timings will not be comparable")
         usage = machine.CpuUsage()
         side_config, calibration = _side_config(config, side, budget_minutes, steps, calibration_steps,
-                                                torch_threads, log)
-        log(f"[{side}] {side_config.train.num_steps} steps (warmup {side_config.optimizer.warmup_steps}, weights "
+                                                torch_threads, log, schedule_clock)
+        log(f"[{side}] {side_config.optimizer.total_steps} steps (warmup {side_config.optimizer.warmup_steps}, weights "
             f"saved every {side_config.train.checkpoint_every}), budget {budget_minutes} min, "
             f"load {machine.load_average()}")
         if side == "jax":
@@ -491,8 +508,10 @@ def format_seed_spread(spread: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, log):
+def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_threads, log, schedule_clock="steps"):
     calibration = None
+    config = config.copy_and_resolve_references()
+    config.optimizer.schedule_clock = schedule_clock
     if steps == "fit":
         log(f"[{side}] calibrating: the training loop for {CALIBRATION_WARMUP_STEPS} + {calibration_steps} steps, "
             f"the last {calibration_steps} timed in windows of {CALIBRATION_WINDOW} (outside the budget) ...")
@@ -509,6 +528,11 @@ def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_t
     else:
         side_config = scale_schedule(config, int(steps))
     side_config.train.time_budget_minutes = budget_minutes
+    side_config.optimizer.schedule_clock = schedule_clock
+    if schedule_clock == "time":
+        side_config.train.num_steps = TIME_CLOCK_STEP_CAP * int(side_config.optimizer.total_steps)
+        log(f"[{side}] learning rate on the budget's clock: the schedule spans {budget_minutes} min; "
+            f"{side_config.optimizer.total_steps} steps expected, the budget ends the run")
     return side_config, calibration
 
 

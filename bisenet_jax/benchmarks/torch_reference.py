@@ -9,7 +9,8 @@ What is shared with the JAX side, so that only the framework differs:
 - loss: OHEM cross-entropy (``REFERENCE.md`` section 3) on the main and every auxiliary head;
 - optimiser: SGD with momentum, weight decay on convolution weights only, ``head_lr_multiplier`` on
   the parameters of ``optimizer.head_modules``, the learning rate of every step taken from
-  ``bisenet_jax.train.optim.warmup_poly_schedule``;
+  ``bisenet_jax.train.optim.warmup_poly_schedule``, on the same clock (``optimizer.schedule_clock``:
+  the step, or the elapsed fraction of the budget through ``optim.BudgetClock``);
 - budget: the clock starts before the first step, the weights of the learning curve's steps are
   saved inside it (as the JAX loop's checkpoints) and evaluated after it;
 - evaluation: the eval batches of ``create_eval_dataset`` at full resolution, one confusion matrix
@@ -33,6 +34,7 @@ from bisenet_jax import data as data_lib
 from bisenet_jax.benchmarks import machine
 from bisenet_jax.convert.torch_models import build_torch_model, count_parameters
 from bisenet_jax.evaluation import metrics as metrics_lib
+from bisenet_jax.train.optim import BudgetClock, schedule_clock
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
@@ -112,6 +114,17 @@ def learning_rates(optimizer_config: Any, num_steps: int) -> np.ndarray:
                                     optimizer_config.warmup_start_factor, optimizer_config.poly_power,
                                     optimizer_config.warmup)
     return np.asarray(schedule(np.arange(num_steps)), np.float64)
+
+
+def time_schedule(optimizer_config: Any) -> Callable[[float], float]:
+    """The base learning rate at a virtual step of the time clock (``optim.BudgetClock.position``),
+    from the JAX schedule itself (a few small dispatches per step, well under 1% of a step here)."""
+    from bisenet_jax.train.optim import warmup_poly_schedule
+
+    schedule = warmup_poly_schedule(optimizer_config.lr, optimizer_config.total_steps, optimizer_config.warmup_steps,
+                                    optimizer_config.warmup_start_factor, optimizer_config.poly_power,
+                                    optimizer_config.warmup)
+    return lambda position: float(schedule(np.float32(position)))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -206,7 +219,8 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
         log(f"torch: initialised from {config.train.init_checkpoint}")
     optimizer = create_optimizer(model, config.optimizer)
     num_steps, batch_size = int(config.train.num_steps), int(config.train.batch_size)
-    lrs = learning_rates(config.optimizer, num_steps)
+    time_clock = schedule_clock(config) == "time"
+    lrs = None if time_clock else learning_rates(config.optimizer, num_steps)
     save_at = checkpoint_steps(config)
     data_iter = data_lib.create_train_iterator(config.data, batch_size, seed=config.train.seed)
     writer = MetricWriter(workdir, enabled=True)
@@ -219,22 +233,26 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     window: list[float] = []
     step, stop_reason = 0, "done"
     t_start = t_log = time.time()
+    clock = BudgetClock(budget_s, config.optimizer.total_steps) if time_clock else None
+    schedule = time_schedule(config.optimizer) if time_clock else None
     while step < num_steps:
         images, labels = to_torch(next(data_iter))
-        set_learning_rate(optimizer, lrs[step])
+        lr = schedule(clock.position()) if time_clock else lrs[step]
+        set_learning_rate(optimizer, lr)
         loss, terms = train_step(model, optimizer, images, labels, config.loss, info.ignore_label)
         step += 1
         window.append(loss)
         if not math.isfinite(window[-1]):
             raise FloatingPointError(f"PyTorch reference: non-finite loss ({window[-1]}) at step {step}; lower "
                                      "optimizer.lr or check the labels (scripts/check_dataset.py)")
-        over_budget = budget_s > 0 and time.time() - t_start > budget_s and step < num_steps
+        over_budget = budget_s > 0 and step < num_steps and (
+            clock.over_budget() if time_clock else time.time() - t_start > budget_s)
         if over_budget:
             stop_reason = f"time budget of {config.train.time_budget_minutes} min reached"
         save = step in save_at or over_budget
         if step % config.train.log_every == 0 or save:
             elapsed, t_log = time.time() - t_log, time.time()
-            writer.scalars(step, {"loss": float(np.mean(window)), **terms, "lr": lrs[step - 1],
+            writer.scalars(step, {"loss": float(np.mean(window)), **terms, "lr": lr,
                                   "images_per_second": len(window) * batch_size / max(elapsed, 1e-9)},
                            prefix="train/")
             window = []

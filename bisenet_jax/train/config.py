@@ -29,8 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 16  # Global batch, split over every device of every process.
     num_steps = ml_collections.FieldReference(80_000)
     config.train.num_steps = num_steps
-    # Stop at this wall-clock budget (minutes, 0 = none). The LR schedule still spans num_steps,
-    # so set num_steps to what the budget reaches (see the CPU-budget CamVid configs).
+    # Stop at this wall-clock budget (minutes, 0 = none). With optimizer.schedule_clock="steps" the LR
+    # schedule still spans num_steps, so set num_steps to what the budget reaches (see the CPU-budget
+    # CamVid configs); with "time" the schedule spans the budget and num_steps is only a cap.
     config.train.time_budget_minutes = 0.0
     config.train.log_every = 50
     config.train.eval_every = 5_000  # 0 = only at the end; < 0 = never.
@@ -65,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.warmup = "exp"  # or "linear"
     config.optimizer.poly_power = 0.9
     config.optimizer.total_steps = num_steps
+    # "steps": the rate of step t is schedule(t). "time": schedule(total_steps * elapsed / budget) over
+    # train.time_budget_minutes (which it needs), so warmup and decay end with the budget; the budget
+    # and the schedule's position then carry across resumes (bisenet_jax/train/optim.py).
+    config.optimizer.schedule_clock = "steps"
     config.optimizer.head_lr_multiplier = 10.0
     config.optimizer.head_modules = ("ffm", "conv_out", "conv_out16", "conv_out32")
     config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping.

@@ -30,6 +30,7 @@ from bisenet_jax.evaluation.predict import Predictor, colorize
 from bisenet_jax.models import MIN_INPUT_SIZE
 from bisenet_jax.train import monitoring
 from bisenet_jax.train.initialise import initial_state
+from bisenet_jax.train.optim import BudgetClock, schedule_clock
 from bisenet_jax.train.setup import TrainSetup, create_train_setup
 from bisenet_jax.train.state import count_params
 
@@ -93,6 +94,7 @@ def validate(config, workdir: paths.Path):
     Reading each split's index checks its folders and list files; the workdir's newest readable
     checkpoint must hold the configured model and class count.
     """
+    schedule_clock(config)  # a time clock without a budget
     info = data_lib.create_source(config.data, config.data.train_split).info
     if config.model.num_classes != info.num_classes:
         raise ValueError(
@@ -144,6 +146,12 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
     pending: list[tuple[int, dict]] = []  # metrics of steps not yet fetched from the devices
     budget_s = 60.0 * config.train.time_budget_minutes
     t_start = t_log = time.time()
+    clock = None  # on the time clock: the schedule's position, and the budget, across resumes
+    if schedule_clock(config) == "time":
+        before = _schedule_seconds(manager, start_step)
+        clock = BudgetClock(budget_s, config.optimizer.total_steps, elapsed_before=before)
+        _log(f"learning-rate schedule on the time clock: warmup and decay span the {config.train.time_budget_minutes}"
+             f"-minute budget ({before:.0f} s of it spent before this start); num_steps={num_steps} is a cap")
     final_metrics: dict[str, Any] = {}
     step, saved_step = start_step, start_step if manager.latest_step() == start_step else None
     stop_reason = "done"
@@ -152,9 +160,14 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
                                                                   config.train.progress_bar) as bar:
             while step < num_steps:
                 batch = data_lib.make_global_batch(next(data_iter), setup.batch_sharding)
+                args = (state, batch)
+                if clock is not None:
+                    if pending:  # the position is read when the step runs, not while the host runs ahead
+                        jax.block_until_ready(pending[-1][1]["loss"])
+                    args += (_same_in_every_process(clock.position()),)
                 if step == start_step and jax.process_count() > 1:
-                    _compile_in_every_process(setup.train_step, state, batch)
-                state, metrics = setup.train_step(state, batch)
+                    _compile_in_every_process(setup.train_step, *args)
+                state, metrics = setup.train_step(*args)
                 step += 1
                 if step == start_step + 1:  # the first step compiles: keep it out of the throughput
                     jax.block_until_ready(metrics)
@@ -168,7 +181,8 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
                 # The last step is always saved, whatever checkpoint_every is: a finished run loses nothing.
                 want_ckpt = want_eval or is_last or step % config.train.checkpoint_every == 0
                 preempted = preemption.any_process_requested()
-                over_budget = budget_s > 0 and time.time() - t_start > budget_s
+                over_budget = budget_s > 0 and _same_in_every_process(
+                    clock.elapsed() if clock is not None else time.time() - t_start) > budget_s
                 if step % config.train.log_every == 0 or want_ckpt or preempted or over_budget:
                     timed_steps = sum(1 for s, _ in pending if s > start_step + 1)
                     summary = _flush_metrics(pending, manager)
@@ -187,7 +201,8 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
                     val_miou = final_metrics["miou"]
                     bar.write(f"step {step}: val mIoU {val_miou:.4f}")
                 if want_ckpt:
-                    checkpoints.save(manager, step, state, data_iter, meta, val_miou=val_miou)
+                    step_meta = meta if clock is None else {**meta, "schedule_seconds": clock.elapsed()}
+                    checkpoints.save(manager, step, state, data_iter, step_meta, val_miou=val_miou)
                     saved_step = step
                 if want_eval or want_ckpt:
                     t_log = time.time()  # keep evaluation and checkpointing out of the throughput
@@ -202,11 +217,25 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
     return {"step": step, "stop_reason": stop_reason, **final_metrics}
 
 
-def _compile_in_every_process(train_step, state, batch) -> None:
+def _same_in_every_process(value: float) -> float:
+    """Process 0's ``value`` in every process: one clock decides the schedule's position and the stop."""
+    if jax.process_count() == 1:
+        return value
+    return np.float32(np.asarray(multihost_utils.broadcast_one_to_all(np.float32(value))))
+
+
+def _schedule_seconds(manager, step: int) -> float:
+    """Seconds of the time budget spent before ``step``, from its checkpoint (0 for a fresh run)."""
+    if step == 0 or step not in manager.all_steps():
+        return 0.0
+    return float(checkpoints.read_meta(manager, step).get("schedule_seconds", 0.0))
+
+
+def _compile_in_every_process(train_step, *args) -> None:
     """Every process compiles the step before any process runs it. CPU collectives (gloo) give a peer
     30 s to join a program's first collective, and compile times differ between processes (one may
     find the step in its compilation cache); the call that follows reuses the compiled program."""
-    train_step.lower(state, batch).compile()
+    train_step.lower(*args).compile()
     multihost_utils.sync_global_devices("bisenet_jax: train step compiled")
 
 

@@ -4,13 +4,22 @@ The recipe of the PyTorch BiSeNet implementations: SGD with momentum, warmup tha
 exponentially from ``warmup_start_factor * lr`` over ``warmup_steps``, then poly decay with power
 0.9 to zero at ``total_steps``; weight decay on convolution kernels only (not on BN parameters or
 biases); a learning-rate multiplier (10x) on the fusion module and the heads.
+
+The schedule runs on one of two clocks (``optimizer.schedule_clock``): ``"steps"`` (the default,
+the rate of step ``t`` is ``schedule(t)``) or ``"time"``: the rate follows the elapsed fraction of
+``train.time_budget_minutes``, ``schedule(total_steps * elapsed / budget)``, so warmup and decay
+end when the budget does however fast the steps turn out (budgeted training: the schedule of a run
+whose step count is not known in advance). ``BudgetClock`` is that position; the train step then
+scales the optimiser's unit-rate updates by it (``scale_updates``).
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import traverse_util
 
@@ -37,6 +46,55 @@ def warmup_poly_schedule(lr: float, total_steps: int, warmup_steps: int = 0, war
     return schedule
 
 
+SCHEDULE_CLOCKS = ("steps", "time")
+
+
+def schedule_clock(config: Any) -> str:
+    """``config.optimizer.schedule_clock``, checked against the budget it needs."""
+    clock = config.optimizer.get("schedule_clock", "steps")
+    if clock not in SCHEDULE_CLOCKS:
+        raise ValueError(f"optimizer.schedule_clock={clock!r}; expected one of {SCHEDULE_CLOCKS}")
+    if clock == "time" and not config.train.time_budget_minutes > 0:
+        raise ValueError("optimizer.schedule_clock='time' follows the elapsed fraction of train.time_budget_minutes, "
+                         f"which is {config.train.time_budget_minutes}: set --config.train.time_budget_minutes to the "
+                         "run's budget (minutes > 0) or use schedule_clock='steps'")
+    return clock
+
+
+class BudgetClock:
+    """Where a time-driven schedule stands: the virtual step ``total_steps * elapsed / budget``.
+
+    ``elapsed_before``: seconds of the budget spent by earlier starts of the same run (a resumed run
+    continues its schedule and its budget where it stopped). ``now`` is the wall clock (a parameter
+    for tests).
+    """
+
+    def __init__(self, budget_seconds: float, total_steps: int, elapsed_before: float = 0.0,
+                 now: Callable[[], float] = time.time):
+        if budget_seconds <= 0:
+            raise ValueError(f"a time-driven schedule needs a budget > 0 seconds, got {budget_seconds}")
+        self.budget_seconds, self.total_steps = float(budget_seconds), int(total_steps)
+        self.elapsed_before, self._now = float(elapsed_before), now
+        self._start = now()
+
+    def elapsed(self) -> float:
+        """Seconds of the budget spent, earlier starts included."""
+        return self.elapsed_before + self._now() - self._start
+
+    def position(self) -> np.ndarray:
+        """The schedule's virtual step now (float32 scalar; beyond ``total_steps`` once the budget is spent)."""
+        return np.float32(self.total_steps * self.elapsed() / self.budget_seconds)
+
+    def over_budget(self) -> bool:
+        return self.elapsed() > self.budget_seconds
+
+
+def scale_updates(updates: Any, lr: jax.Array) -> Any:
+    """The updates of an optimiser built at unit rate, at rate ``lr``: exact for SGD (momentum and
+    weight decay act before the rate, as in PyTorch) and AdamW (optax applies the rate last)."""
+    return jax.tree_util.tree_map(lambda u: (lr * u).astype(u.dtype), updates)
+
+
 def is_conv_kernel(path: tuple[str, ...], value: Any) -> bool:
     return path[-1] == "kernel" and getattr(value, "ndim", 0) == 4
 
@@ -56,12 +114,19 @@ def lr_group_labels(params: Any, head_modules: tuple[str, ...]) -> Any:
 def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Build the optimiser and its schedule from ``config.optimizer`` (see ``bisenet_jax.train.config``).
 
+    With ``schedule_clock="time"`` the optimiser runs at unit rate (times the head multiplier) and
+    the train step scales its updates by ``schedule(BudgetClock.position())``; the optimiser state
+    has the same structure on both clocks.
+
     The weight-decay mask and the head/base groups are functions of the parameter tree, applied by
     optax when the optimizer state is initialised, so no parameters are needed here.
     """
     opt = config.optimizer
     schedule = warmup_poly_schedule(opt.lr, opt.total_steps, opt.warmup_steps, opt.warmup_start_factor,
                                     opt.poly_power, opt.warmup)
+    # On the time clock the rate is applied by the step; a constant callable (not a float) keeps
+    # optax's schedule state, so checkpoints of either clock restore into the other.
+    rate = (lambda count: jnp.ones((), jnp.float32)) if schedule_clock(config) == "time" else schedule
 
     def make(lr_schedule: Callable) -> optax.GradientTransformation:
         if opt.name == "sgd":
@@ -76,11 +141,11 @@ def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.S
 
     head_modules = tuple(opt.head_modules)
     if opt.head_lr_multiplier != 1.0 and head_modules:
-        head_schedule = lambda step: opt.head_lr_multiplier * schedule(step)
-        tx = optax.multi_transform({"base": make(schedule), "head": make(head_schedule)},
+        head_rate = lambda step: opt.head_lr_multiplier * rate(step)
+        tx = optax.multi_transform({"base": make(rate), "head": make(head_rate)},
                                    lambda p: lr_group_labels(p, head_modules))
     else:
-        tx = make(schedule)
+        tx = make(rate)
     if opt.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
     return tx, schedule

@@ -10,14 +10,18 @@ import optax
 from bisenet_jax import xla_flags
 from bisenet_jax.models.kernels import Kernels
 from bisenet_jax.train.losses import segmentation_loss
+from bisenet_jax.train.optim import scale_updates, schedule_clock
 
 
-def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: float, ohem_thresh: float,
+def train_step(state, batch, position=None, *, loss_name: str, ignore_label: int, aux_weight: float, ohem_thresh: float,
                schedule, kernels: Kernels | str = "auto"):
     """One SGD step on a global batch {"image": (B, h, w, 3) float32, "label": (B, h, w) int32}.
 
     A non-finite loss leaves the state unchanged (``finite`` is reported), so the caller can stop
-    with the last good parameters and name the step.
+    with the last good parameters and name the step. ``position``: on the time clock, the schedule's
+    virtual step (``optim.BudgetClock.position``); the optimiser then runs at unit rate and its
+    updates are scaled by ``schedule(position)``. ``None``: the rate is ``schedule(state.step)``,
+    applied by the optimiser itself.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -31,17 +35,25 @@ def train_step(state, batch, *, loss_name: str, ignore_label: int, aux_weight: f
         return total, (updates["batch_stats"], terms)
 
     (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if position is None:
+        lr = schedule(state.step)
+        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    else:
+        lr = schedule(position)
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, scale_updates(updates, lr))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    metrics = {"loss": loss, **terms, "lr": schedule(state.step), "grad_norm": grad_norm, "finite": finite}
+    metrics = {"loss": loss, **terms, "lr": lr, "grad_norm": grad_norm, "finite": finite}
     return new_state, metrics
 
 
 def compile_train_step(config, state_shardings, data_sharding, replicated_sharding, schedule, ignore_label: int,
                        kernels: Kernels | str = "auto", compiler_options: dict[str, str] | None = None):
-    """jit the step on the mesh: state replicated and donated, batch sharded over ``data``.
+    """jit the step on the mesh: state replicated and donated, batch sharded over ``data``; on the
+    time clock (``optimizer.schedule_clock``) a third argument, the schedule's position, replicated.
 
     ``kernels`` is the model's bundle, so that the loss (OHEM's selection) makes the model's choice.
     ``compiler_options``: the program's XLA options, by default ``xla_flags.train_step_options()``
@@ -53,6 +65,9 @@ def compile_train_step(config, state_shardings, data_sharding, replicated_shardi
     # On CPU, the measured compiler options of bisenet_jax/xla_flags.py, for this program only.
     if compiler_options is None:
         compiler_options = xla_flags.train_step_options()
-    return jax.jit(step, in_shardings=(state_shardings, data_sharding),
+    in_shardings = (state_shardings, data_sharding)
+    if schedule_clock(config) == "time":
+        in_shardings += (replicated_sharding,)
+    return jax.jit(step, in_shardings=in_shardings,
                    out_shardings=(state_shardings, replicated_sharding), donate_argnums=(0,),
                    compiler_options=compiler_options or None)

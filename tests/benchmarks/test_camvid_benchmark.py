@@ -342,3 +342,55 @@ def test_the_torch_loop_starts_from_its_init_checkpoint(tiny_camvid, tmp_path):
     trained = torch.load(result["checkpoints"][1], weights_only=True)
     weights = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert all(torch.equal(trained[k], start[k]) for k in weights)
+
+
+def test_torch_time_clock_follows_the_budget_until_it_ends(tiny_camvid, tmp_path, monkeypatch):
+    """A fake wall clock that each PyTorch step advances by budget / 6: positions 0, 1, ... so the rates
+    are the JAX schedule's over 6 steps, and the budget, not the step cap, ends the run at the seventh."""
+    import functools
+
+    from bisenet_jax.train import optim
+
+    config = tiny_config(tiny_camvid).copy_and_resolve_references()
+    config.train.num_steps, config.optimizer.total_steps = 40, 6
+    config.train.time_budget_minutes = 0.5
+    config.optimizer.schedule_clock = "time"
+    fake = {"now": 50.0}
+    real_step = torch_reference.train_step
+
+    def advancing_step(*args, **kwargs):
+        fake["now"] += 30.0 / 6
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(torch_reference, "train_step", advancing_step)
+    monkeypatch.setattr(torch_reference, "BudgetClock", functools.partial(optim.BudgetClock, now=lambda: fake["now"]))
+    result = torch_reference.train(config, tmp_path, num_threads=1, log=lambda _: None)
+    assert result["step"] == 7 and "budget" in result["stop_reason"] and 7 in result["checkpoints"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["train/lr"] for r in records if "train/lr" in r]
+    schedule = warmup_poly_schedule(config.optimizer.lr, 6, 2, config.optimizer.warmup_start_factor,
+                                    config.optimizer.poly_power, config.optimizer.warmup)
+    np.testing.assert_allclose(lrs, [float(schedule(k)) for k in range(7)], rtol=1e-6)
+    assert lrs[-1] == 0.0
+
+
+def test_time_clock_race_fits_the_schedule_and_lets_the_budget_end_the_run(tiny_camvid, monkeypatch):
+    seen = {}
+
+    def fake_calibrate(side, config, steps, torch_threads=0):
+        seen["calibration_config"] = camvid.calibration_config(config, 10, steps)
+        return {"step_seconds": 2.0, "startup_seconds": 30.0, "cpu_step_seconds": 2.0}
+
+    monkeypatch.setattr(camvid, "calibrate", fake_calibrate)
+    config = tiny_config(tiny_camvid)
+    side_config, _ = camvid._side_config(config, "jax", 10.0, "fit", 20, 1, lambda _: None, "time")
+    fitted = camvid.scale_schedule(config, camvid.fit_num_steps({"step_seconds": 2.0, "startup_seconds": 30.0}, 10.0))
+    assert side_config.optimizer.schedule_clock == "time" and side_config.train.time_budget_minutes == 10.0
+    assert side_config.optimizer.total_steps == fitted.optimizer.total_steps  # the schedule's steps: the fit
+    assert side_config.train.num_steps == camvid.TIME_CLOCK_STEP_CAP * fitted.optimizer.total_steps  # a cap
+    assert side_config.optimizer.warmup_steps == fitted.optimizer.warmup_steps
+    # The calibration runs the race's loop (time clock) under a budget it never reaches.
+    calibration = seen["calibration_config"]
+    assert calibration.optimizer.schedule_clock == "time" and calibration.train.time_budget_minutes > 1e5
+    with pytest.raises(ValueError, match="schedule_clock='days'"):
+        camvid.run_benchmark(config, "unused", schedule_clock="days")

@@ -9,7 +9,8 @@ FAULT is one of (STEP counts the steps of this start, so on a fresh workdir it i
   kill_during_save   SIGKILL inside the asynchronous save of step STEP, once every item of the step is
                      written but before orbax commits the step (on GCS: its commit_success.txt);
   sigterm_after_step SIGTERM (a preemption notice) during step STEP, to this process only: every
-                     process of the run saves step STEP and stops.
+                     process of the run saves step STEP and stops;
+  clock_ahead        this process's budget clock (the time-driven schedule's) runs STEP seconds ahead.
 """
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ elif fault == "kill_during_save":
         return await real_finalize(self)
 
     atomicity.CommitFileTemporaryPath.finalize = finalize
+elif fault == "clock_ahead":
+    import functools
+    import time
+
+    from bisenet_jax.train import optim
+
+    loop.BudgetClock = functools.partial(optim.BudgetClock, now=lambda: time.time() + fault_step)
 elif fault != "none":
     raise SystemExit(f"unknown fault {fault!r}")
 

@@ -40,7 +40,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cache: str = "") -> list[str]:
+def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cache: str = "",
+          flags: tuple[str, ...] = (), clock_ahead_in_process_1: int = 0) -> list[str]:
     """``processes`` processes with 4 // processes CPU devices each; process 0 may get a SIGTERM.
 
     ``cache``: a compilation cache folder of their own. The processes of a run must find (or miss) a
@@ -53,8 +54,12 @@ def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cach
         env["JAX_COMPILATION_CACHE_DIR"] = cache
     cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", f"--num_processes={processes}",
                "--cpu_collectives=gloo"] if processes > 1 else []
-    commands = [[sys.executable, str(HERE / "gcs_run.py"), "sigterm_after_step" if sigterm_at_step and i == 0 else "none",
-                 str(sigterm_at_step), *FLAGS, f"--workdir={workdir}", *cluster,
+    def fault(i):
+        if sigterm_at_step and i == 0:
+            return ["sigterm_after_step", str(sigterm_at_step)]
+        return ["clock_ahead", str(clock_ahead_in_process_1)] if clock_ahead_in_process_1 and i == 1 else ["none", "0"]
+
+    commands = [[sys.executable, str(HERE / "gcs_run.py"), *fault(i), *FLAGS, *flags, f"--workdir={workdir}", *cluster,
                  *([f"--process_id={i}"] if processes > 1 else [])] for i in range(processes)]
     procs = [subprocess.Popen(c, cwd=HERE.parents[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for c in commands]
@@ -116,3 +121,29 @@ def test_two_processes_train_what_one_process_trains_and_resume_together_from_on
         record_property(f"relative_parameter_difference_step_{step}", float(whole))
         record_property(f"max_absolute_parameter_difference_step_{step}", float(largest))
         assert whole < 1e-7 and largest < 1e-6, (step, whole, largest)
+
+
+@pytest.mark.slow  # two processes training for a one-minute budget
+def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_path):
+    """On the time clock the schedule's position and the budget's end come from process 0's clock. Process 1's
+    clock here runs 15 s ahead: were it read, process 1 would stop (and save) while process 0 trains on, and
+    the run would fail in the next collective."""
+    workdir = f"{gcs.create_bucket('bisenet-time')}/run"
+    logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=15,
+                 flags=("--config.model.dtype=float32", "--config.optimizer.schedule_clock=time",
+                        "--config.train.time_budget_minutes=1.0", "--config.train.num_steps=100000",
+                        "--config.optimizer.total_steps=1000", "--config.train.checkpoint_every=100000",
+                        "--config.train.log_every=5"))
+    assert "learning-rate schedule on the time clock" in logs[0]
+    stopped = [line for line in logs[0].splitlines() if line.startswith("stopped at step ")]
+    assert len(stopped) == 1 and "time budget of 1.0 min reached" in stopped[0], logs[0][-3000:]
+    step = int(stopped[0].split()[3].rstrip(":"))
+    assert step >= 10, logs[0][-3000:]  # trained for a while after compiling
+    with checkpoints.create_manager(f"{workdir}/checkpoints", read_only=True) as manager:
+        assert list(manager.all_steps()) == [step]
+        assert checkpoints.read_meta(manager, step)["schedule_seconds"] > 60.0
+    lines = paths.path(f"{workdir}/metrics.jsonl").read_text().splitlines()
+    lrs = {r["step"]: r["train/lr"] for r in map(json.loads, lines) if "train/lr" in r}
+    # The schedule decayed with the budget (1000 virtual steps), not over the 100000-step cap.
+    # On the step clock the rate would still be ~1e-2 (the peak); near the budget's end it is below 1e-3.
+    assert lrs[step] < 1e-3 and lrs[step] < 0.25 * max(lrs.values()), lrs

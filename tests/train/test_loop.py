@@ -1,6 +1,8 @@
 """The training loop: exact resume after preemption, non-finite losses, mismatching checkpoints."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from bisenet_jax.checkpoints import load_model
-from bisenet_jax.train import loop
+from bisenet_jax.train import loop, optim
 from bisenet_jax.checkpoints import CheckpointMismatchError
 from bisenet_jax.train.config import config_from_file
 
@@ -63,6 +65,82 @@ def test_resume_after_preemption_is_exact(uninterrupted, tmp_path, monkeypatch):
         np.testing.assert_array_equal(a, b)
     # The resumed run saw exactly the batches of the uninterrupted one.
     assert _losses(tmp_path) == _losses(uninterrupted)
+
+
+def _on_the_time_clock(monkeypatch, num_steps: int, budget_minutes: float = 1.0):
+    """The tiny config on the time clock (the schedule spanning 6 steps' worth of budget, ``num_steps``
+    a cap), with a fake wall clock that each train step advances by budget / 6: the schedule's
+    position at step k is then exactly k, and the budget is spent after the sixth step."""
+    config = tiny_config(log_every=1).copy_and_resolve_references()
+    config.train.num_steps = num_steps
+    config.train.time_budget_minutes = budget_minutes
+    config.optimizer.total_steps = 6
+    config.optimizer.schedule_clock = "time"
+    fake = {"now": 1000.0}
+    real_setup = loop.create_train_setup
+
+    def advancing_setup(*args, **kwargs):
+        setup = real_setup(*args, **kwargs)
+
+        def step(*step_args):
+            fake["now"] += 60.0 * budget_minutes / 6
+            return setup.train_step(*step_args)
+
+        step.lower = setup.train_step.lower
+        return dataclasses.replace(setup, train_step=step)
+
+    monkeypatch.setattr(loop, "create_train_setup", advancing_setup)
+    monkeypatch.setattr(loop, "BudgetClock", functools.partial(optim.BudgetClock, now=lambda: fake["now"]))
+    return config
+
+
+def _records(workdir, key):
+    lines = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {l["step"]: l[key] for l in lines if key in l}
+
+
+def test_time_clock_at_position_k_trains_as_the_step_clock_and_resumes_exactly(uninterrupted, tmp_path, monkeypatch):
+    """Positions 0..5 on the time clock are the step clock's steps 0..5: the same rates, losses and
+    weights, also when the run is preempted at step 3 and resumed (the budget spent is carried)."""
+    config = _on_the_time_clock(monkeypatch, num_steps=6)
+    calls = {"n": 0}
+
+    def preempt_at_step_3(self):
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    with monkeypatch.context() as m:
+        m.setattr(loop._Preemption, "any_process_requested", preempt_at_step_3)
+        first = loop.train_and_evaluate(config, tmp_path)
+    assert first["step"] == 3 and "preempted" in first["stop_reason"]
+    second = loop.train_and_evaluate(config, tmp_path)
+    assert second["step"] == 6 and second["stop_reason"] == "done"
+    lrs, expected_lrs = _records(tmp_path, "train/lr"), _records(uninterrupted, "train/lr")
+    np.testing.assert_allclose([lrs[s] for s in range(1, 7)], [expected_lrs[s] for s in range(1, 7)], rtol=1e-6)
+    np.testing.assert_allclose([_losses(tmp_path)[s] for s in range(1, 7)],
+                               [_losses(uninterrupted)[s] for s in range(1, 7)], rtol=1e-5)
+    expected, _ = load_model(uninterrupted)
+    trained, _ = load_model(tmp_path)
+    for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(trained)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_time_clock_runs_until_the_budget_with_the_rate_decayed_to_zero(tmp_path, monkeypatch):
+    config = _on_the_time_clock(monkeypatch, num_steps=100)  # the cap is far: the budget ends the run
+    result = loop.train_and_evaluate(config, tmp_path)
+    assert result["step"] == 7 and "time budget" in result["stop_reason"]
+    lrs = _records(tmp_path, "train/lr")
+    schedule = optim.warmup_poly_schedule(config.optimizer.lr, 6, config.optimizer.warmup_steps)
+    np.testing.assert_allclose([lrs[s] for s in range(1, 8)], [float(schedule(k)) for k in range(7)], rtol=1e-6)
+    assert lrs[6] > 0.0 and lrs[7] == 0.0  # the step past the budget runs at the schedule's end
+
+
+def test_time_clock_without_a_budget_is_refused_before_any_work(tmp_path):
+    config = tiny_config()
+    config.optimizer.schedule_clock = "time"
+    with pytest.raises(ValueError, match="time_budget_minutes"):
+        loop.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_sigterm_sets_the_preemption_flag():

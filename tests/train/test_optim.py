@@ -1,4 +1,4 @@
-"""Learning-rate schedule, weight-decay mask and the head learning-rate multiplier."""
+"""Learning-rate schedule (on the step and the time clock), weight-decay mask and the head learning-rate multiplier."""
 from __future__ import annotations
 
 import jax
@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from bisenet_jax.train.config import base_config
-from bisenet_jax.train.optim import create_optimizer, decay_mask, warmup_poly_schedule
+from bisenet_jax.train.optim import (BudgetClock, create_optimizer, decay_mask, scale_updates, schedule_clock,
+                                    warmup_poly_schedule)
 
 
 def test_schedule_warms_up_exponentially_then_decays_poly():
@@ -65,3 +66,63 @@ def test_sgd_weight_decay_matches_pytorch_order():
         buf = 0.9 * buf + (g + 0.1 * p)
         p = p - 0.01 * buf
     np.testing.assert_allclose(params["w"]["kernel"].reshape(-1), p, rtol=1e-6)
+
+
+def _clock_config(clock: str, name: str = "sgd"):
+    config = base_config()
+    config.optimizer.name = name
+    config.optimizer.warmup_steps = 2
+    config.optimizer.total_steps = 8
+    config.optimizer.weight_decay = 0.1
+    config.optimizer.head_lr_multiplier = 10.0
+    config.optimizer.schedule_clock = clock
+    config.train.time_budget_minutes = 1.0
+    return config
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_time_clock_updates_equal_the_step_clock_at_the_same_position(name):
+    """The time clock runs the optimiser at unit rate and scales its updates by schedule(position):
+    at position = step it must reproduce the step clock (warmup, decay, head multiplier, decay order)."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {"cp": {"k": {"kernel": jax.random.normal(keys[0], (3, 3, 2, 4))}},
+              "ffm": {"k": {"kernel": jax.random.normal(keys[1], (1, 1, 4, 4))}},
+              "conv_out": {"b": {"bias": jax.random.normal(keys[2], (4,))}}}
+    tx_steps, schedule = create_optimizer(_clock_config("steps", name))
+    tx_time, time_schedule = create_optimizer(_clock_config("time", name))
+    state_steps, state_time = tx_steps.init(params), tx_time.init(params)
+    # The same optimiser state either way: a checkpoint of one clock restores into the other.
+    assert jax.tree_util.tree_structure(state_steps) == jax.tree_util.tree_structure(state_time)
+    p_steps = p_time = params
+    for step in range(8):
+        grads = jax.tree_util.tree_map(lambda p, k=jax.random.fold_in(keys[3], step): jax.random.normal(k, p.shape),
+                                       params)
+        updates, state_steps = tx_steps.update(grads, state_steps, p_steps)
+        p_steps = optax.apply_updates(p_steps, updates)
+        updates, state_time = tx_time.update(grads, state_time, p_time)
+        p_time = optax.apply_updates(p_time, scale_updates(updates, time_schedule(np.float32(step))))
+    for a, b in zip(jax.tree_util.tree_leaves(p_steps), jax.tree_util.tree_leaves(p_time)):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+    assert not np.allclose(p_steps["ffm"]["k"]["kernel"], params["ffm"]["k"]["kernel"])  # it did train
+
+
+def test_budget_clock_is_the_elapsed_fraction_of_the_budget_carried_across_starts():
+    ticks = iter([100.0, 130.0, 160.0, 160.5])
+    clock = BudgetClock(budget_seconds=60.0, total_steps=1000, now=lambda: next(ticks))  # starts at 100
+    assert clock.position() == pytest.approx(500.0)  # 30 of 60 s
+    assert not clock.over_budget()  # 60 s: the budget is spent only past it
+    assert clock.over_budget()
+    resumed = BudgetClock(60.0, 1000, elapsed_before=45.0, now=iter([7.0, 13.0]).__next__)
+    assert resumed.position() == pytest.approx(1000 * 51 / 60)  # 45 s before this start, 6 s since
+    with pytest.raises(ValueError, match="budget > 0"):
+        BudgetClock(0.0, 1000)
+
+
+def test_time_clock_without_a_budget_or_an_unknown_clock_is_refused():
+    config = _clock_config("time")
+    config.train.time_budget_minutes = 0.0
+    with pytest.raises(ValueError, match="train.time_budget_minutes"):
+        create_optimizer(config)
+    config.optimizer.schedule_clock = "epochs"
+    with pytest.raises(ValueError, match="schedule_clock='epochs'; expected one of"):
+        schedule_clock(config)
