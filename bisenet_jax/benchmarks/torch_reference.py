@@ -106,24 +106,24 @@ def create_optimizer(model: torch.nn.Module, optimizer_config: Any) -> torch.opt
                            momentum=optimizer_config.momentum, nesterov=optimizer_config.nesterov)
 
 
-def learning_rates(optimizer_config: Any, num_steps: int) -> np.ndarray:
-    """The base learning rate of steps 0..num_steps-1, from the JAX schedule itself."""
+def _schedule(optimizer_config: Any):
+    """The JAX side's own schedule (``bisenet_jax.train.optim.warmup_poly_schedule``) of ``optimizer_config``."""
     from bisenet_jax.train.optim import warmup_poly_schedule
 
-    schedule = warmup_poly_schedule(optimizer_config.lr, optimizer_config.total_steps, optimizer_config.warmup_steps,
-                                    optimizer_config.warmup_start_factor, optimizer_config.poly_power,
-                                    optimizer_config.warmup)
-    return np.asarray(schedule(np.arange(num_steps)), np.float64)
+    return warmup_poly_schedule(optimizer_config.lr, optimizer_config.total_steps, optimizer_config.warmup_steps,
+                                optimizer_config.warmup_start_factor, optimizer_config.poly_power,
+                                optimizer_config.warmup)
+
+
+def learning_rates(optimizer_config: Any, num_steps: int) -> np.ndarray:
+    """The base learning rate of steps 0..num_steps-1, from the JAX schedule itself."""
+    return np.asarray(_schedule(optimizer_config)(np.arange(num_steps)), np.float64)
 
 
 def time_schedule(optimizer_config: Any) -> Callable[[float], float]:
     """The base learning rate at a virtual step of the time clock (``optim.BudgetClock.position``),
     from the JAX schedule itself (a few small dispatches per step, well under 1% of a step here)."""
-    from bisenet_jax.train.optim import warmup_poly_schedule
-
-    schedule = warmup_poly_schedule(optimizer_config.lr, optimizer_config.total_steps, optimizer_config.warmup_steps,
-                                    optimizer_config.warmup_start_factor, optimizer_config.poly_power,
-                                    optimizer_config.warmup)
+    schedule = _schedule(optimizer_config)
     return lambda position: float(schedule(np.float32(position)))
 
 

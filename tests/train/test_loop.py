@@ -43,15 +43,20 @@ def uninterrupted(tmp_path_factory):
     return workdir
 
 
-def test_resume_after_preemption_is_exact(uninterrupted, tmp_path, monkeypatch):
+def _preempt_at_step(step: int):
+    """A stand-in for ``_Preemption.any_process_requested`` that reports a SIGTERM at ``step`` of this start."""
     calls = {"n": 0}
 
-    def preempt_at_step_3(self):
+    def requested(self):
         calls["n"] += 1
-        return calls["n"] == 3
+        return calls["n"] == step
 
+    return requested
+
+
+def test_resume_after_preemption_is_exact(uninterrupted, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
-        m.setattr(loop._Preemption, "any_process_requested", preempt_at_step_3)
+        m.setattr(loop._Preemption, "any_process_requested", _preempt_at_step(3))
         first = loop.train_and_evaluate(tiny_config(log_every=1), tmp_path)
     assert first["step"] == 3 and "preempted" in first["stop_reason"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
@@ -103,14 +108,8 @@ def test_time_clock_at_position_k_trains_as_the_step_clock_and_resumes_exactly(u
     """Positions 0..5 on the time clock are the step clock's steps 0..5: the same rates, losses and
     weights, also when the run is preempted at step 3 and resumed (the budget spent is carried)."""
     config = _on_the_time_clock(monkeypatch, num_steps=6)
-    calls = {"n": 0}
-
-    def preempt_at_step_3(self):
-        calls["n"] += 1
-        return calls["n"] == 3
-
     with monkeypatch.context() as m:
-        m.setattr(loop._Preemption, "any_process_requested", preempt_at_step_3)
+        m.setattr(loop._Preemption, "any_process_requested", _preempt_at_step(3))
         first = loop.train_and_evaluate(config, tmp_path)
     assert first["step"] == 3 and "preempted" in first["stop_reason"]
     second = loop.train_and_evaluate(config, tmp_path)
