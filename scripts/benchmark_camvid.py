@@ -5,10 +5,12 @@
   python scripts/benchmark_camvid.py --model v2 --budget-minutes 30 --workdir runs/camvid_bench_v2
   python scripts/benchmark_camvid.py --model v1_r18 --set optimizer.lr=0.01 --workdir runs/r18_lr0.01  # tuning
   python scripts/benchmark_camvid.py --model v2 --seeds 3  # mean, std, min and max of val mIoU over 3 seeds
+  python scripts/benchmark_camvid.py --model v1_r18 --compare-torch --same-init --schedule-clock time  # like for like
 
 Trains the model's CPU recipe (bisenet_jax/benchmarks/recipes.py, what configs/camvid_<model>_cpu.py
 return) from scratch on the train split for --budget-minutes (the schedule fitted to the budget after
-a short calibration), saving the weights at 4 points of the schedule; after the budget, evaluates
+a short calibration; with --schedule-clock time the learning rate follows the elapsed fraction of the
+budget instead, on both sides), saving the weights at 4 points of the schedule; after the budget, evaluates
 them on val (single scale, 480x360) and prints the mIoU, the per-class IoU and the learning curve.
 --compare-torch then does the same with the PyTorch reference module in a plain PyTorch loop (same
 batches, loss, optimiser, schedule and budget), after the JAX run, and prints both side by side.
