@@ -561,7 +561,9 @@ def format_report(result: dict[str, Any]) -> str:
 
     row("val mIoU (%)", lambda r: _pct(r.get("miou")).strip())
     row("pixel accuracy (%)", lambda r: _pct(r.get("pixel_accuracy")).strip())
-    row("steps done / planned", lambda r: f"{r['step']} / {r['num_steps']}")
+    # On the time clock the budget ends a run and the fitted step count is what the schedule expected.
+    planned = "expected" if any(result[s].get("schedule_clock") == "time" for s in sides) else "planned"
+    row(f"steps done / {planned}", lambda r: f"{r['step']} / {r['num_steps']}")
     row("batch, crop", lambda r: f"{r['batch_size']}, {r['crop_size'][0]}x{r['crop_size'][1]}")
     row("train img/s (median)", lambda r: f"{r['images_per_second']:.2f}")
     row("budgeted minutes", lambda r: f"{r['train_seconds'] / 60:.1f}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -74,6 +75,10 @@ def test_results_json_holds_both_sides_and_the_report_prints_them(both_sides):
     report = camvid.format_report(result)
     assert "JAX (bisenet_jax)" in report and "PyTorch reference" in report
     assert f"{100 * result['torch']['miou']:.2f}" in report and "Bicyclist" in report
+    assert re.search(r"steps done / planned +4 / 4 +4 / 4\n", report), report
+    # On the time clock the budget ends the run: the fitted count is what the schedule expected.
+    on_time = {**result, **{side: {**result[side], "schedule_clock": "time"} for side in ("jax", "torch")}}
+    assert "steps done / expected" in camvid.format_report(on_time)
 
 
 def test_a_busy_machine_is_flagged_in_the_report():

@@ -10,7 +10,8 @@ FAULT is one of (STEP counts the steps of this start, so on a fresh workdir it i
                      written but before orbax commits the step (on GCS: its commit_success.txt);
   sigterm_after_step SIGTERM (a preemption notice) during step STEP, to this process only: every
                      process of the run saves step STEP and stops;
-  clock_ahead        this process's budget clock (the time-driven schedule's) runs STEP seconds ahead.
+  clock_ahead        this process's wall clock, as the loop reads it for the time budget and the time-driven
+                     schedule, jumps STEP seconds ahead after its first reading.
 """
 from __future__ import annotations
 
@@ -52,12 +53,24 @@ elif fault == "kill_during_save":
 
     atomicity.CommitFileTemporaryPath.finalize = finalize
 elif fault == "clock_ahead":
-    import functools
     import time
+    import types
 
     from bisenet_jax.train import optim
 
-    loop.BudgetClock = functools.partial(optim.BudgetClock, now=lambda: time.time() + fault_step)
+    def jumping_clock():
+        """The wall clock, STEP seconds ahead from its second reading on: a constant offset would cancel
+        in every elapsed time, a jump after the start (an NTP correction, say) does not."""
+        readings = {"n": 0}
+
+        def now():
+            readings["n"] += 1
+            return time.time() + (fault_step if readings["n"] > 1 else 0)
+        return now
+
+    # The time clock's budget and schedule (BudgetClock), and the step clock's budget (the loop's time.time()).
+    loop.BudgetClock = lambda *args, **kwargs: optim.BudgetClock(*args, **kwargs, now=jumping_clock())
+    loop.time = types.SimpleNamespace(time=jumping_clock(), time_ns=time.time_ns, strftime=time.strftime)
 elif fault != "none":
     raise SystemExit(f"unknown fault {fault!r}")
 

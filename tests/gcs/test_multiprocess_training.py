@@ -126,8 +126,8 @@ def test_two_processes_train_what_one_process_trains_and_resume_together_from_on
 @pytest.mark.slow  # two processes training for a one-minute budget
 def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_path):
     """On the time clock the schedule's position and the budget's end come from process 0's clock. Process 1's
-    clock here runs 15 s ahead: were it read, process 1 would stop (and save) while process 0 trains on, and
-    the run would fail in the next collective."""
+    clock here jumps 15 s ahead after the start: were it read, process 1 would stop (and save) while process 0
+    trains on, and the run would fail in the next collective."""
     workdir = f"{gcs.create_bucket('bisenet-time')}/run"
     logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=15,
                  flags=("--config.model.dtype=float32", "--config.optimizer.schedule_clock=time",
@@ -147,3 +147,22 @@ def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_pat
     # The schedule decayed with the budget (1000 virtual steps), not over the 100000-step cap.
     # On the step clock the rate would still be ~1e-2 (the peak); near the budget's end it is below 1e-3.
     assert lrs[step] < 1e-3 and lrs[step] < 0.25 * max(lrs.values()), lrs
+
+
+@pytest.mark.slow  # two processes training for a half-minute budget
+def test_two_processes_stop_together_at_the_time_budget_on_the_step_clock(gcs, tmp_path):
+    """The step clock's time budget, too, is read on process 0's clock: process 1's clock jumps 10 s ahead
+    after the start, so, were each process to read its own, process 1 would leave the loop (and save) some
+    10 s of steps before process 0, which would then wait in its next collective and fail."""
+    workdir = f"{gcs.create_bucket('bisenet-budget')}/run"
+    logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=10,
+                 flags=("--config.model.dtype=float32", "--config.train.time_budget_minutes=0.5",
+                        "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
+                        "--config.train.log_every=5"))
+    assert "learning-rate schedule on the time clock" not in logs[0]
+    stopped = [line for line in logs[0].splitlines() if line.startswith("stopped at step ")]
+    assert len(stopped) == 1 and "time budget of 0.5 min reached" in stopped[0], logs[0][-3000:]
+    step = int(stopped[0].split()[3].rstrip(":"))
+    assert step >= 10, logs[0][-3000:]
+    with checkpoints.create_manager(f"{workdir}/checkpoints", read_only=True) as manager:
+        assert list(manager.all_steps()) == [step]  # one save, by both processes, at the same step
