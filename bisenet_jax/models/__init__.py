@@ -4,7 +4,8 @@ Names: bisenetv1_r18, bisenetv1_r34, bisenetv1_r50, bisenetv1_r101, bisenetv1_x3
 Options: ``dtype`` (compute dtype, e.g. ``jnp.bfloat16`` or ``"bfloat16"``; parameters, BN
 statistics and logits stay float32), ``aux_heads`` (build the training-only auxiliary heads) and
 ``kernels`` (``"auto"``, ``"cpu"``, ``"xla"`` or a :class:`~bisenet_jax.models.kernels.Kernels`:
-how depthwise convolutions and max pools are computed; "auto" picks by backend, once, here).
+how depthwise convolutions and max pools are computed; "auto" picks by backend, once, here);
+BiSeNetV2 also ``dropout`` (the heads' dropout rate, 0.1).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "bisenetv2": BiSeNetV2,
 }
 
+_MODEL_OPTIONS = {"bisenetv2": {"dropout"}}  # options only some models have
+
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
@@ -40,10 +43,13 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    allowed = {"dtype", "aux_heads", "kernels"}
+    allowed = {"dtype", "aux_heads", "kernels"} | _MODEL_OPTIONS.get(name, set())
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for {name}; allowed: {sorted(allowed)}")
+    rate = options.get("dropout", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
     if isinstance(options.get("dtype"), str):
         options["dtype"] = jnp.dtype(options["dtype"])
     options["kernels"] = get_kernels(options.get("kernels", "auto"))

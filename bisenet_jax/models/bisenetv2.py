@@ -225,7 +225,7 @@ class BilateralGuidedAggregation(nn.Module):
 
 
 class SegmentHead(nn.Module):
-    """``conv`` CBR 3x3 -> dropout 0.1 -> ``conv_out`` -> bilinear to ``out_size``.
+    """``conv`` CBR 3x3 -> dropout (0.1) -> ``conv_out`` -> bilinear to ``out_size``.
 
     PyTorch upsamples bilinearly by ``up`` (main head) or ``up/2`` after a nearest x2 (auxiliary
     heads); resizing straight to the input size is identical at multiples of 32.
@@ -237,11 +237,12 @@ class SegmentHead(nn.Module):
     aux: bool
     dtype: Dtype = jnp.float32
     kernels: Kernels = XLA_KERNELS
+    dropout: float = 0.1
 
     @nn.compact
     def __call__(self, x, out_size, train: bool = False):
         x = _cbr(self.mid, 3, 1, self.dtype, name="conv")(x, train)
-        x = nn.Dropout(0.1, deterministic=not train)(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = HeadClassifier(self.num_classes, self.up_factor ** 2 if self.aux else 0, self.dtype, self.kernels,
                            name="conv_out")(x, train)
         return resize(x.astype(jnp.promote_types(x.dtype, jnp.float32)), out_size, "bilinear")
@@ -283,7 +284,8 @@ class BiSeNetV2(nn.Module):
 
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux2, aux3, aux4, aux5_4])`` (empty list without auxiliary heads). Dropout in the
-    heads needs a ``"dropout"`` rng in training. ``kernels``: the max pool, depthwise
+    heads needs a ``"dropout"`` rng in training; ``dropout`` is its rate (0.1 as in PyTorch; 0 turns
+    it off, e.g. to compare two training runs step by step). ``kernels``: the max pool, depthwise
     convolutions and the auxiliary heads' upsampling convolutions (``create_model`` picks them
     per backend; see :mod:`bisenet_jax.models.kernels`).
     """
@@ -292,6 +294,7 @@ class BiSeNetV2(nn.Module):
     aux_heads: bool = True
     dtype: Dtype = jnp.float32
     kernels: Kernels = XLA_KERNELS
+    dropout: float = 0.1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
@@ -305,14 +308,15 @@ class BiSeNetV2(nn.Module):
                            ("semantic_1_8", feat3), ("semantic_1_16", feat4), ("semantic_1_32", feat5_4),
                            ("aggregated", aggregated)):
             self.sow("intermediates", key, value)
-        logits = SegmentHead(1024, self.num_classes, 8, False, self.dtype, name="head")(aggregated, out_size, train)
+        logits = SegmentHead(1024, self.num_classes, 8, False, self.dtype, dropout=self.dropout,
+                             name="head")(aggregated, out_size, train)
         if not (train or self.is_initializing()):
             return logits
         aux = []
         if self.aux_heads:
             for name, feat, mid, up in (("aux2", feat2, 128, 4), ("aux3", feat3, 128, 8),
                                         ("aux4", feat4, 128, 16), ("aux5_4", feat5_4, 128, 32)):
-                aux_logits = SegmentHead(mid, self.num_classes, up, True, self.dtype, self.kernels,
+                aux_logits = SegmentHead(mid, self.num_classes, up, True, self.dtype, self.kernels, self.dropout,
                                          name=name)(feat, out_size, train)
                 self.sow("intermediates", f"aux_logits_{name[3:]}", aux_logits)
                 aux.append(aux_logits)

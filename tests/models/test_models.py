@@ -535,3 +535,27 @@ def test_smallest_input_runs():
     variables = _template(model, (1, 32, 32, 3))
     out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 32, 32, 3)), train=False), variables)
     assert out.shape == (1, 32, 32, NUM_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------------
+# V2's dropout option
+
+
+def test_v2_dropout_option_turns_the_heads_dropout_off_and_is_checked():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 64, 64, 3)), jnp.float32)
+
+    def train_logits(model, variables, seed):
+        (logits, _), _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                     rngs={"dropout": jax.random.key(seed)})
+        return np.asarray(logits)
+
+    for rate, same in ((0.0, True), (0.1, False)):
+        model = create_model("bisenetv2", 3, dropout=rate)
+        variables = model.init(jax.random.key(0), x, train=False)
+        a, b = train_logits(model, variables, 1), train_logits(model, variables, 2)
+        assert np.array_equal(a, b) == same, rate
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['dropout'\] for bisenetv1_r18"):
+        create_model("bisenetv1_r18", 3, dropout=0.0)
+    for bad in (1.0, -0.1, "0.1", True):
+        with pytest.raises(ValueError, match="dropout must be a rate in"):
+            create_model("bisenetv2", 3, dropout=bad)

@@ -1,0 +1,168 @@
+"""Is a gap between two trainings a fault or chance? Two runs step by step from one start, beside a control.
+
+    python scripts/compare_trajectories.py --recipe v2 --root ../shared/data/camvid --steps 30
+
+Protocol: the recipe's JAX train step (``bisenet_jax.train.step``, jitted, float32) and the PyTorch
+reference's (``torch_reference.train_step``) start from the same weights (the reference's draw with the
+recipe's seed, or ``init_checkpoint``) and take the same batches (the recipe's training iterator,
+drawn once) at the same learning rates (the schedule of ``config.optimizer`` on the step clock,
+whatever its ``schedule_clock``), with
+dropout off on both sides: dropout masks cannot be drawn alike in two frameworks. Beside them runs a
+control, the reference a second time with another ``torch.set_num_threads`` (the same arithmetic
+summed in another order, nothing else different). After each reported step:
+
+- ``loss``: the three runs' training losses (their first step's agree to float32 rounding: same
+  weights, same batch);
+- ``jax_vs_torch`` and ``control_vs_torch``: the weight distance (:func:`weight_distance`) of the JAX
+  run and of the control from the reference, and the tensor with the largest share of each gap.
+
+A train step that differs from the reference (a wrong loss term, learning rate, BatchNorm) shows in
+the first step's loss and distance, far beyond the control's; float32 rounding alone grows at the rate
+the control shows. In early V2 training on CamVid both distances pass 0.4 at the third step and 1 (the
+runs' weight gaps as large as their updates) by the tenth: the gap between two such runs after 30 minutes is chance, and one
+race cannot rank two frameworks on it (docs/benchmarks.md, session 20).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from bisenet_jax import data as data_lib
+
+
+def weight_distance(run: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                    start: Mapping[str, np.ndarray]) -> tuple[float, str]:
+    """How far ``run`` is from ``reference``, in units of how far ``reference`` moved from ``start``.
+
+    Over the ``*.weight`` tensors of the PyTorch layout (convolutions and BatchNorm scales) taken as one
+    vector: ``||run - reference|| / ||reference - start||``; and the key of the tensor with the largest
+    share of that gap. 0: the same weights; 1: as far apart as the whole training so far moved them.
+    (One vector, not the worst tensor: early on some tensors have not moved at all in float32, a
+    BatchNorm scale of 1 whose updates were below half a unit in the last place, and a tensor's own
+    ratio would then be infinite.) Infinite only if ``reference`` did not move and ``run`` did.
+    """
+    gaps, moved = {}, 0.0
+    for key, value in reference.items():
+        if not key.endswith(".weight"):
+            continue
+        value = np.asarray(value, np.float64)
+        moved += float(np.sum((value - np.asarray(start[key], np.float64)) ** 2))
+        gaps[key] = float(np.sum((np.asarray(run[key], np.float64) - value) ** 2))
+    if not gaps:
+        raise ValueError("weight_distance: no '*.weight' tensors in the reference state_dict")
+    gap = float(np.sqrt(sum(gaps.values())))
+    key = max(gaps, key=gaps.get)
+    if moved == 0:
+        return (0.0 if gap == 0 else float("inf")), key
+    return gap / float(np.sqrt(moved)), key
+
+
+def _reference_run(config, state_dict, threads: int):
+    import torch
+
+    from bisenet_jax.benchmarks import torch_reference
+
+    model = torch_reference.reference_model(config).train()
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model, torch_reference.create_optimizer(model, config.optimizer), threads
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def compare_trajectories(config: Any, num_steps: int, *, init_checkpoint: str = "", torch_threads: int = 0,
+                         control_threads: int = 1, report_every: int = 1,
+                         log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Runs the protocol of this module for ``num_steps`` steps of ``config`` (a training config, e.g.
+    ``recipes.camvid_cpu_recipe``); returns ``{"model", "steps": [per reported step], ...}``.
+
+    ``torch_threads``: the reference's thread count (0: every CPU); ``control_threads``: the
+    control's, which must differ from it. Steps 1, ``report_every``, 2 * ``report_every``... and the
+    last are reported (each report converts the JAX weights to the PyTorch layout).
+    """
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from bisenet_jax import convert
+    from bisenet_jax.benchmarks import machine, torch_reference
+    from bisenet_jax.convert.state_dict import from_torch_state_dict, to_torch_state_dict
+    from bisenet_jax.models import create_model
+    from bisenet_jax.train.optim import create_optimizer
+    from bisenet_jax.train.state import TrainState
+    from bisenet_jax.train.step import train_step
+
+    if num_steps < 1 or report_every < 1:
+        raise ValueError(f"num_steps and report_every must be >= 1, got {num_steps} and {report_every}")
+    if config.model.dtype != "float32":
+        raise ValueError(f"the PyTorch reference trains in float32; got config.model.dtype={config.model.dtype!r}")
+    torch_threads = torch_threads or machine.cpu_count()
+    if control_threads == torch_threads:
+        raise ValueError(f"control_threads ({control_threads}) must differ from torch_threads ({torch_threads}): "
+                         "the control is the reference summed in another order")
+    config = config.copy_and_resolve_references()
+    config.optimizer.schedule_clock = "steps"  # step by step: the rate of step t on both sides
+    info = data_lib.get_dataset_info(config.data)
+    if init_checkpoint:
+        torch_reference.check_init_checkpoint(init_checkpoint)
+        start = {k: np.asarray(v) for k, v in convert.load_torch_checkpoint(init_checkpoint).items()}
+    else:
+        torch.manual_seed(config.train.seed)
+        start = {k: v.numpy().copy() for k, v in torch_reference.reference_model(config).state_dict().items()}
+    batches = data_lib.create_train_iterator(config.data, int(config.train.batch_size), seed=config.train.seed)
+    batches = [next(batches) for _ in range(num_steps)]
+
+    options = {"dropout": 0.0} if config.model.name == "bisenetv2" else {}
+    model = create_model(config.model.name, info.num_classes, aux_heads=config.model.aux_heads,
+                         kernels=config.model.kernels, **options)
+    variables = from_torch_state_dict(start, config.model.name, aux_heads=config.model.aux_heads)
+    tx, schedule = create_optimizer(config)
+    state = TrainState.create(apply_fn=model.apply, params=jax.tree.map(jnp.asarray, variables["params"]), tx=tx,
+                              batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
+                              rng=jax.random.PRNGKey(config.train.seed))
+    step = jax.jit(lambda s, b: train_step(s, b, loss_name=config.loss.name, ignore_label=info.ignore_label,
+                                           aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
+                                           schedule=schedule, kernels=model.kernels))
+    runs = {"torch": _reference_run(config, start, torch_threads),
+            "control": _reference_run(config, start, control_threads)}
+    learning_rates = torch_reference.learning_rates(config.optimizer, num_steps)
+    reports = []
+    for t, batch in enumerate(batches):
+        state, metrics = step(state, {"image": jnp.asarray(batch["image"]), "label": jnp.asarray(batch["label"])})
+        losses = {"jax": float(metrics["loss"])}
+        images, labels = torch_reference.to_torch(batch)
+        for name, (module, optimizer, threads) in runs.items():
+            torch_reference.set_learning_rate(optimizer, learning_rates[t])
+            with _torch_threads(threads):
+                losses[name], _ = torch_reference.train_step(module, optimizer, images, labels, config.loss,
+                                                             info.ignore_label)
+        if t + 1 in (1, num_steps) or (t + 1) % report_every == 0:
+            reference = {k: v.detach().numpy() for k, v in runs["torch"][0].state_dict().items()}
+            control = {k: v.detach().numpy() for k, v in runs["control"][0].state_dict().items()}
+            trained = to_torch_state_dict({"params": state.params, "batch_stats": state.batch_stats},
+                                          config.model.name, aux_heads=config.model.aux_heads)
+            (jax_gap, jax_key), (control_gap, control_key) = (weight_distance(trained, reference, start),
+                                                              weight_distance(control, reference, start))
+            reports.append({"step": t + 1, "lr": float(learning_rates[t]),
+                            "loss": losses, "jax_vs_torch": jax_gap, "jax_vs_torch_key": jax_key,
+                            "control_vs_torch": control_gap, "control_vs_torch_key": control_key})
+            if log:
+                log(f"step {t + 1:4d}  loss jax {losses['jax']:8.4f}  torch {losses['torch']:8.4f}  control "
+                    f"{losses['control']:8.4f}  |  distance jax {jax_gap:9.3g}  control {control_gap:9.3g}")
+    return {"model": config.model.name, "batch_size": int(config.train.batch_size),
+            "crop": list(config.data.crop_size), "torch_threads": torch_threads, "control_threads": control_threads,
+            "init_checkpoint": init_checkpoint, "steps": reports}

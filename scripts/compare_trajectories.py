@@ -1,0 +1,52 @@
+"""Two trainings step by step from one start: JAX against the PyTorch reference, beside PyTorch against itself.
+
+  python scripts/compare_trajectories.py --recipe v2 --root ../shared/data/camvid --steps 30
+
+Tells a fault in the train step (a gap from the first step, far beyond the control's) from float32
+rounding growing through training (the control: the reference again with another thread count). The
+protocol is in bisenet_jax/benchmarks/divergence.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bisenet_jax import allocator
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default="v2", help="a CamVid CPU recipe: v1_r18, v1_x39 or v2")
+    parser.add_argument("--root", required=True, help="the CamVid folder (SegNet layout)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--report-every", type=int, default=1)
+    parser.add_argument("--init-checkpoint", default="",
+                        help="start from these PyTorch-layout weights (e.g. a race's <workdir>/init.pth); default: "
+                             "the reference's initialisation with the recipe's seed")
+    parser.add_argument("--seed", type=int, default=None, help="the recipe's train.seed (initialisation, batches)")
+    parser.add_argument("--torch-threads", type=int, default=0, help="the reference's threads (default: every CPU)")
+    parser.add_argument("--control-threads", type=int, default=1, help="the control's threads (must differ)")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+
+    from bisenet_jax.benchmarks import divergence, recipes
+
+    config = recipes.camvid_cpu_recipe(args.recipe, args.root)
+    if args.seed is not None:
+        config.train.seed = args.seed
+    print(f"protocol: bisenet_jax/benchmarks/divergence.py; recipe {args.recipe} ({config.model.name}, batch "
+          f"{config.train.batch_size}, crop {config.data.crop_size[0]}x{config.data.crop_size[1]}), dropout off, "
+          f"{args.steps} steps; distance = ||run - torch|| / ||torch - start|| over the weight tensors")
+    result = divergence.compare_trajectories(config, args.steps, init_checkpoint=args.init_checkpoint,
+                                             torch_threads=args.torch_threads,
+                                             control_threads=args.control_threads, report_every=args.report_every)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    allocator.enable()  # before any output: may re-execute this command once
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The trajectory comparison: its weight distance, and JAX against the PyTorch reference on a tiny CamVid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bisenet_jax.benchmarks import divergence
+
+
+def test_weight_distance_is_the_gap_in_units_of_the_reference_update_over_all_weights():
+    start = {"a.weight": np.zeros(4), "b.weight": np.zeros((2, 2)), "a.running_mean": np.zeros(4)}
+    reference = {"a.weight": np.ones(4), "b.weight": np.full((2, 2), 2.0), "a.running_mean": np.ones(4)}
+    run = {"a.weight": np.array([1.0, 1.0, 1.0, 4.0]),  # gap 3 (squared: 9)
+           "b.weight": np.full((2, 2), 2.5),  # gap 1 (squared: 4 x 0.25)
+           "a.running_mean": np.full(4, 100.0)}  # not a weight: ignored
+    # moved: sqrt(4 x 1 + 4 x 4) = sqrt(20); gap: sqrt(9 + 1) = sqrt(10)
+    assert divergence.weight_distance(run, reference, start) == (pytest.approx(np.sqrt(0.5)), "a.weight")
+    assert divergence.weight_distance(reference, reference, start)[0] == 0.0
+    # A tensor that did not move in the reference (a float32 BatchNorm scale early on) is no special case.
+    reference["b.weight"] = np.zeros((2, 2))
+    run["b.weight"] = np.full((2, 2), 2.0)  # gap 4 (squared: 16): the largest share
+    assert divergence.weight_distance(run, reference, start) == (pytest.approx(5 / 2), "b.weight")
+    # Infinite only when nothing moved in the reference and the run did.
+    assert divergence.weight_distance(run, start, start) == (float("inf"), "a.weight")
+    with pytest.raises(ValueError, match=r"no '\*\.weight' tensors"):
+        divergence.weight_distance({}, {"a.bias": np.zeros(1)}, {"a.bias": np.zeros(1)})
+
+
+def test_control_threads_must_differ_from_the_references(tiny_camvid):
+    pytest.importorskip("torch")
+    from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe
+
+    with pytest.raises(ValueError, match="control_threads .2. must differ from torch_threads .2."):
+        divergence.compare_trajectories(camvid_cpu_recipe("v2", str(tiny_camvid)), 1, torch_threads=2,
+                                        control_threads=2, log=None)
+
+
+@pytest.mark.slow  # compiles V2's train step (~20 s on 2 cores)
+def test_v2_first_step_agrees_with_the_reference_to_float32_rounding(tiny_camvid):
+    """Same weights, batch and rate, dropout off: the first losses agree to float32 rounding and the JAX
+    weights after it sit within 5% of the step's own size from PyTorch's (a wrong rate, loss term or
+    BatchNorm would put them at ~1); the report has every step, the rate and the worst tensor's key."""
+    pytest.importorskip("torch")
+    from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe
+
+    config = camvid_cpu_recipe("v2", str(tiny_camvid))
+    config.data.crop_size = (64, 64)
+    config.data.color_jitter = 0.0
+    config.train.batch_size = 2
+    lines = []
+    result = divergence.compare_trajectories(config, 3, torch_threads=2, control_threads=1, log=lines.append)
+    steps = result["steps"]
+    assert [s["step"] for s in steps] == [1, 2, 3] and len(lines) == 3
+    first = steps[0]
+    assert first["loss"]["jax"] == pytest.approx(first["loss"]["torch"], rel=1e-4)
+    assert first["loss"]["control"] == pytest.approx(first["loss"]["torch"], rel=1e-4)
+    assert first["jax_vs_torch"] < 0.05 and first["control_vs_torch"] < 0.05, first
+    assert first["jax_vs_torch_key"].endswith(".weight")
+    # The step-clock warmup of the recipe: the first rate is the start factor times the base rate.
+    assert first["lr"] == pytest.approx(config.optimizer.lr * config.optimizer.warmup_start_factor, rel=1e-6)
+    assert steps[-1]["jax_vs_torch"] > 0  # the runs are compared, not the same object
+    assert result["model"] == "bisenetv2" and result["torch_threads"] == 2 and result["control_threads"] == 1
