@@ -6,19 +6,22 @@ Protocol: the recipe's JAX train step (``bisenet_jax.train.step``, jitted, float
 reference's (``torch_reference.train_step``) start from the same weights (the reference's draw with the
 recipe's seed, or ``init_checkpoint``) and take the same batches (the recipe's training iterator,
 drawn once) at the same learning rates (the schedule of ``config.optimizer`` on the step clock,
-whatever its ``schedule_clock``), with
+whatever its ``schedule_clock``; the JAX step compiled with the training loop's CPU compiler options,
+``bisenet_jax/xla_flags.py``), with
 dropout off on both sides: dropout masks cannot be drawn alike in two frameworks. Beside them runs a
 control, the reference a second time with another ``torch.set_num_threads`` (the same arithmetic
 summed in another order, nothing else different). After each reported step:
 
 - ``loss``: the three runs' training losses (their first step's agree to float32 rounding: same
-  weights, same batch);
+  weights, same batch); ``lr`` the reference's rate, ``jax_lr`` the one the JAX step used;
 - ``jax_vs_torch`` and ``control_vs_torch``: the weight distance (:func:`weight_distance`) of the JAX
   run and of the control from the reference, and the tensor with the largest share of each gap.
 
-A train step that differs from the reference (a wrong loss term, learning rate, BatchNorm) shows in
-the first step's loss and distance, far beyond the control's; float32 rounding alone grows at the rate
-the control shows. In early V2 training on CamVid both distances pass 0.4 at the third step and 1 (the
+A train step that differs from the reference by more than float32 rounding (a wrong loss term or
+learning rate, a BatchNorm forward) shows in the first step's loss and distance, beyond the control's;
+float32 rounding alone grows at the rate the control shows. The BatchNorm running statistics are not
+compared (they do not enter the training loss; the float64 parity test,
+``tests/benchmarks/test_training_parity.py``, covers them), nor is dropout, which is off. In early V2 training on CamVid both distances pass 0.4 at the third step and 1 (the
 runs' weight gaps as large as their updates) by the tenth: the gap between two such runs after 30 minutes is chance, and one
 race cannot rank two frameworks on it (docs/benchmarks.md, session 20).
 """
@@ -65,7 +68,9 @@ def _reference_run(config, state_dict, threads: int):
     from bisenet_jax.benchmarks import torch_reference
 
     model = torch_reference.reference_model(config).train()
-    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
+    keys = model.state_dict().keys()  # without auxiliary heads (model.aux_heads=False): the checkpoint's are left out
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items() if k in keys},
+                          strict=True)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -98,10 +103,11 @@ def compare_trajectories(config: Any, num_steps: int, *, init_checkpoint: str = 
     import jax.numpy as jnp
     import torch
 
-    from bisenet_jax import convert
+    from bisenet_jax import convert, xla_flags
     from bisenet_jax.benchmarks import machine, torch_reference
     from bisenet_jax.convert.state_dict import from_torch_state_dict, to_torch_state_dict
     from bisenet_jax.models import create_model
+    from bisenet_jax.models.kernels import has_depthwise_kernels
     from bisenet_jax.train.optim import create_optimizer
     from bisenet_jax.train.state import TrainState
     from bisenet_jax.train.step import train_step
@@ -134,9 +140,11 @@ def compare_trajectories(config: Any, num_steps: int, *, init_checkpoint: str = 
     state = TrainState.create(apply_fn=model.apply, params=jax.tree.map(jnp.asarray, variables["params"]), tx=tx,
                               batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
                               rng=jax.random.PRNGKey(config.train.seed))
+    options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(state.params))
     step = jax.jit(lambda s, b: train_step(s, b, loss_name=config.loss.name, ignore_label=info.ignore_label,
                                            aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
-                                           schedule=schedule, kernels=model.kernels))
+                                           schedule=schedule, kernels=model.kernels),
+                   compiler_options=options or None)
     runs = {"torch": _reference_run(config, start, torch_threads),
             "control": _reference_run(config, start, control_threads)}
     learning_rates = torch_reference.learning_rates(config.optimizer, num_steps)
@@ -157,12 +165,12 @@ def compare_trajectories(config: Any, num_steps: int, *, init_checkpoint: str = 
                                           config.model.name, aux_heads=config.model.aux_heads)
             (jax_gap, jax_key), (control_gap, control_key) = (weight_distance(trained, reference, start),
                                                               weight_distance(control, reference, start))
-            reports.append({"step": t + 1, "lr": float(learning_rates[t]),
+            reports.append({"step": t + 1, "lr": float(learning_rates[t]), "jax_lr": float(metrics["lr"]),
                             "loss": losses, "jax_vs_torch": jax_gap, "jax_vs_torch_key": jax_key,
                             "control_vs_torch": control_gap, "control_vs_torch_key": control_key})
             if log:
                 log(f"step {t + 1:4d}  loss jax {losses['jax']:8.4f}  torch {losses['torch']:8.4f}  control "
                     f"{losses['control']:8.4f}  |  distance jax {jax_gap:9.3g}  control {control_gap:9.3g}")
-    return {"model": config.model.name, "batch_size": int(config.train.batch_size),
+    return {"model": config.model.name, "batch_size": int(config.train.batch_size), "xla_options": options,
             "crop": list(config.data.crop_size), "torch_threads": torch_threads, "control_threads": control_threads,
             "init_checkpoint": init_checkpoint, "steps": reports}

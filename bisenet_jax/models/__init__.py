@@ -5,11 +5,12 @@ Options: ``dtype`` (compute dtype, e.g. ``jnp.bfloat16`` or ``"bfloat16"``; para
 statistics and logits stay float32), ``aux_heads`` (build the training-only auxiliary heads) and
 ``kernels`` (``"auto"``, ``"cpu"``, ``"xla"`` or a :class:`~bisenet_jax.models.kernels.Kernels`:
 how depthwise convolutions and max pools are computed; "auto" picks by backend, once, here);
-BiSeNetV2 also ``dropout`` (the heads' dropout rate, 0.1).
+BiSeNetV2 also ``dropout`` (the heads' dropout rate, default 0.1).
 """
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for {name}; allowed: {sorted(allowed)}")
     rate = options.get("dropout", 0.0)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
     if isinstance(options.get("dtype"), str):
         options["dtype"] = jnp.dtype(options["dtype"])

@@ -544,16 +544,19 @@ def test_smallest_input_runs():
 def test_v2_dropout_option_turns_the_heads_dropout_off_and_is_checked():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 64, 64, 3)), jnp.float32)
 
-    def train_logits(model, variables, seed):
-        (logits, _), _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
-                                     rngs={"dropout": jax.random.key(seed)})
-        return np.asarray(logits)
+    def train_logits(model, variables, seed):  # the main head's and the four auxiliary heads' logits
+        (logits, aux), _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": jax.random.key(seed)})
+        return np.stack([np.asarray(a) for a in (logits, *aux)])
 
     for rate, same in ((0.0, True), (0.1, False)):
         model = create_model("bisenetv2", 3, dropout=rate)
         variables = model.init(jax.random.key(0), x, train=False)
         a, b = train_logits(model, variables, 1), train_logits(model, variables, 2)
-        assert np.array_equal(a, b) == same, rate
+        assert a.shape[0] == 5
+        for head in range(5):  # every head's dropout follows the option
+            assert np.array_equal(a[head], b[head]) == same, (rate, head)
+    assert create_model("bisenetv2", 3, dropout=np.float32(0.2)).dropout == np.float32(0.2)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['dropout'\] for bisenetv1_r18"):
         create_model("bisenetv1_r18", 3, dropout=0.0)
     for bad in (1.0, -0.1, "0.1", True):
