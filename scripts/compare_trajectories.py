@@ -1,6 +1,6 @@
 """Two trainings step by step from one start: JAX against the PyTorch reference, beside PyTorch against itself.
 
-  python scripts/compare_trajectories.py --recipe v2 --root ../shared/data/camvid --steps 30
+  python scripts/compare_trajectories.py --recipe v2 --root /data/camvid --steps 30
 
 Tells a fault in the train step (a gap from the first step, far beyond the control's) from float32
 rounding growing through training (the control: the reference again with another thread count). The

@@ -1,14 +1,14 @@
 """Is a gap between two trainings a fault or chance? Two runs step by step from one start, beside a control.
 
-    python scripts/compare_trajectories.py --recipe v2 --root ../shared/data/camvid --steps 30
+    python scripts/compare_trajectories.py --recipe v2 --root /data/camvid --steps 30
 
 Protocol: the recipe's JAX train step (``bisenet_jax.train.step``, jitted, float32) and the PyTorch
 reference's (``torch_reference.train_step``) start from the same weights (the reference's draw with the
 recipe's seed, or ``init_checkpoint``) and take the same batches (the recipe's training iterator,
 drawn once) at the same learning rates (the schedule of ``config.optimizer`` on the step clock,
 whatever its ``schedule_clock``; the JAX step compiled with the training loop's CPU compiler options,
-``bisenet_jax/xla_flags.py``), with
-dropout off on both sides: dropout masks cannot be drawn alike in two frameworks. Beside them runs a
+``bisenet_jax/xla_flags.py``), with dropout off on both sides: dropout masks cannot be drawn alike in
+two frameworks. Beside them runs a
 control, the reference a second time with another ``torch.set_num_threads`` (the same arithmetic
 summed in another order, nothing else different). After each reported step:
 
@@ -21,9 +21,10 @@ A train step that differs from the reference by more than float32 rounding (a wr
 learning rate, a BatchNorm forward) shows in the first step's loss and distance, beyond the control's;
 float32 rounding alone grows at the rate the control shows. The BatchNorm running statistics are not
 compared (they do not enter the training loss; the float64 parity test,
-``tests/benchmarks/test_training_parity.py``, covers them), nor is dropout, which is off. In early V2 training on CamVid both distances pass 0.4 at the third step and 1 (the
-runs' weight gaps as large as their updates) by the tenth: the gap between two such runs after 30 minutes is chance, and one
-race cannot rank two frameworks on it (docs/benchmarks.md, session 20).
+``tests/benchmarks/test_training_parity.py``, covers them), nor is dropout, which is off. In early V2
+training on CamVid both distances pass 0.4 at the third step and 1 (the runs' weight gaps as large as
+their updates) by the tenth: the gap between two such runs after 30 minutes is chance, and one race
+cannot rank two frameworks on it (docs/benchmarks.md, session 20).
 """
 from __future__ import annotations
 
@@ -132,19 +133,19 @@ def compare_trajectories(config: Any, num_steps: int, *, init_checkpoint: str = 
     batches = data_lib.create_train_iterator(config.data, int(config.train.batch_size), seed=config.train.seed)
     batches = [next(batches) for _ in range(num_steps)]
 
-    options = {"dropout": 0.0} if config.model.name == "bisenetv2" else {}
+    no_dropout = {"dropout": 0.0} if config.model.name == "bisenetv2" else {}
     model = create_model(config.model.name, info.num_classes, aux_heads=config.model.aux_heads,
-                         kernels=config.model.kernels, **options)
+                         kernels=config.model.kernels, **no_dropout)
     variables = from_torch_state_dict(start, config.model.name, aux_heads=config.model.aux_heads)
     tx, schedule = create_optimizer(config)
     state = TrainState.create(apply_fn=model.apply, params=jax.tree.map(jnp.asarray, variables["params"]), tx=tx,
                               batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
                               rng=jax.random.PRNGKey(config.train.seed))
-    options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(state.params))
+    step_options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(state.params))
     step = jax.jit(lambda s, b: train_step(s, b, loss_name=config.loss.name, ignore_label=info.ignore_label,
                                            aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
                                            schedule=schedule, kernels=model.kernels),
-                   compiler_options=options or None)
+                   compiler_options=step_options or None)
     runs = {"torch": _reference_run(config, start, torch_threads),
             "control": _reference_run(config, start, control_threads)}
     learning_rates = torch_reference.learning_rates(config.optimizer, num_steps)
@@ -171,6 +172,6 @@ def compare_trajectories(config: Any, num_steps: int, *, init_checkpoint: str = 
             if log:
                 log(f"step {t + 1:4d}  loss jax {losses['jax']:8.4f}  torch {losses['torch']:8.4f}  control "
                     f"{losses['control']:8.4f}  |  distance jax {jax_gap:9.3g}  control {control_gap:9.3g}")
-    return {"model": config.model.name, "batch_size": int(config.train.batch_size), "xla_options": options,
+    return {"model": config.model.name, "batch_size": int(config.train.batch_size), "xla_options": step_options,
             "crop": list(config.data.crop_size), "torch_threads": torch_threads, "control_threads": control_threads,
             "init_checkpoint": init_checkpoint, "steps": reports}
