@@ -31,13 +31,16 @@ class SpatialPath(nn.Module):
     """Three stride-2 ConvBNReLUs and a 1x1 projection: (N, H, W, 3) -> (N, H/8, W/8, 128)."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = ConvBNReLU(64, 7, 2, dtype=self.dtype, name="conv1")(x, train)
-        x = ConvBNReLU(64, 3, 2, dtype=self.dtype, name="conv2")(x, train)
-        x = ConvBNReLU(64, 3, 2, dtype=self.dtype, name="conv3")(x, train)
-        return ConvBNReLU(128, 1, dtype=self.dtype, name="conv_out")(x, train)
+        cbr = lambda features, k, strides, name: ConvBNReLU(features, k, strides, dtype=self.dtype,
+                                                            kernels=self.kernels, name=name)
+        x = cbr(64, 7, 2, "conv1")(x, train)
+        x = cbr(64, 3, 2, "conv2")(x, train)
+        x = cbr(64, 3, 2, "conv3")(x, train)
+        return cbr(128, 1, 1, "conv_out")(x, train)
 
 
 class AttentionRefinement(nn.Module):
@@ -45,11 +48,13 @@ class AttentionRefinement(nn.Module):
 
     features: int = 128
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        feat = ConvBNReLU(self.features, 3, dtype=self.dtype, name="conv")(x, train)
-        attention = Convolution(self.features, 1, dtype=self.dtype, name="conv_atten")(spatial_mean(feat))
+        feat = ConvBNReLU(self.features, 3, dtype=self.dtype, kernels=self.kernels, name="conv")(x, train)
+        attention = Convolution(self.features, 1, dtype=self.dtype, kernels=self.kernels,
+                                name="conv_atten")(spatial_mean(feat))
         attention = nn.sigmoid(batch_norm(train, self.dtype, name="bn_atten")(attention))  # (N, 1, 1, C)
         self.sow("intermediates", "attention", attention)
         return feat * attention
@@ -74,11 +79,11 @@ class ContextPath(nn.Module):
             self.xception = Xception39(self.dtype, self.kernels)
         else:
             raise ValueError(f"unknown BiSeNetV1 backbone {self.backbone!r}; expected resnet18/34/50/101 or xception39")
-        self.arm16 = AttentionRefinement(128, self.dtype)
-        self.arm32 = AttentionRefinement(128, self.dtype)
+        self.arm16 = AttentionRefinement(128, self.dtype, self.kernels)
+        self.arm32 = AttentionRefinement(128, self.dtype, self.kernels)
         self.conv_head32 = ConvBNReLU(128, 3, dtype=self.dtype, kernels=self.kernels)
         self.conv_head16 = ConvBNReLU(128, 3, dtype=self.dtype, kernels=self.kernels)
-        self.conv_avg = ConvBNReLU(128, 1, dtype=self.dtype)
+        self.conv_avg = ConvBNReLU(128, 1, dtype=self.dtype, kernels=self.kernels)
 
     def __call__(self, x, train: bool = False):
         backbone = self.resnet if self.backbone.startswith("resnet") else self.xception
@@ -99,14 +104,16 @@ class FeatureFusion(nn.Module):
 
     features: int = 256
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, spatial, context, train: bool = False):
         if spatial.shape[1:3] != context.shape[1:3]:
             context = resize(context, spatial.shape[1:3], "nearest")
-        feat = ConvBNReLU(self.features, 1, dtype=self.dtype, name="convblk")(
+        feat = ConvBNReLU(self.features, 1, dtype=self.dtype, kernels=self.kernels, name="convblk")(
             jnp.concatenate([spatial, context], axis=-1), train)
-        attention = Convolution(self.features, 1, dtype=self.dtype, name="conv")(spatial_mean(feat))
+        attention = Convolution(self.features, 1, dtype=self.dtype, kernels=self.kernels,
+                                name="conv")(spatial_mean(feat))
         attention = nn.sigmoid(batch_norm(train, self.dtype, name="bn")(attention))  # (N, 1, 1, C)
         self.sow("intermediates", "attention", attention)
         return feat * attention + feat
@@ -122,11 +129,13 @@ class SegmentationOutput(nn.Module):
     mid: int
     num_classes: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, out_size, train: bool = False):
-        x = ConvBNReLU(self.mid, 3, dtype=self.dtype, name="conv")(x, train)
-        x = Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, name="conv_out")(x)
+        x = ConvBNReLU(self.mid, 3, dtype=self.dtype, kernels=self.kernels, name="conv")(x, train)
+        x = Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, kernels=self.kernels,
+                        name="conv_out")(x)
         return resize(x.astype(jnp.promote_types(x.dtype, jnp.float32)), out_size, "bilinear")
 
 
@@ -135,9 +144,8 @@ class BiSeNetV1(nn.Module):
 
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux_logits_16, aux_logits_32])`` (an empty list if ``aux_heads=False``).
-    ``kernels``: the backbone's max pool and depthwise convolutions and the context path's
-    upsampling convolutions (``create_model`` picks them per backend; see
-    :mod:`bisenet_jax.models.kernels`).
+    ``kernels``: every convolution, the backbone's max pool and the loss's OHEM threshold come from
+    this bundle (``create_model`` picks it per backend; see :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int
@@ -154,19 +162,20 @@ class BiSeNetV1(nn.Module):
         out_size = x.shape[1:3]
         x = x.astype(self.dtype)
         context_1_8, context_1_16 = ContextPath(self.backbone, self.dtype, self.kernels, name="cp")(x, train)
-        spatial = SpatialPath(self.dtype, name="sp")(x, train)  # (N, H/8, W/8, 128)
-        fused = FeatureFusion(256, self.dtype, name="ffm")(spatial, context_1_8, train)
+        spatial = SpatialPath(self.dtype, self.kernels, name="sp")(x, train)  # (N, H/8, W/8, 128)
+        fused = FeatureFusion(256, self.dtype, self.kernels, name="ffm")(spatial, context_1_8, train)
         for key, value in (("spatial_path", spatial), ("context_1_8", context_1_8),
                            ("context_1_16", context_1_16), ("fused", fused)):
             self.sow("intermediates", key, value)
-        logits = SegmentationOutput(self.head_mid, self.num_classes, self.dtype, name="conv_out")(fused, out_size, train)
+        logits = SegmentationOutput(self.head_mid, self.num_classes, self.dtype, self.kernels, name="conv_out")(
+            fused, out_size, train)
         if not (train or self.is_initializing()):
             return logits
         aux = []
         if self.aux_heads:
-            aux16 = SegmentationOutput(self.aux_mid, self.num_classes, self.dtype, name="conv_out16")(
+            aux16 = SegmentationOutput(self.aux_mid, self.num_classes, self.dtype, self.kernels, name="conv_out16")(
                 context_1_8, out_size, train)
-            aux32 = SegmentationOutput(self.aux_mid, self.num_classes, self.dtype, name="conv_out32")(
+            aux32 = SegmentationOutput(self.aux_mid, self.num_classes, self.dtype, self.kernels, name="conv_out32")(
                 context_1_16, out_size, train)
             self.sow("intermediates", "aux_logits_16", aux16)
             self.sow("intermediates", "aux_logits_32", aux32)

@@ -40,11 +40,12 @@ class Sequential(nn.Module):
 
     specs: tuple  # ((features, kernel, stride), ...)
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         for i, (features, kernel, stride) in enumerate(self.specs):
-            x = _cbr(features, kernel, stride, self.dtype, name=str(i))(x, train)
+            x = _cbr(features, kernel, stride, self.dtype, self.kernels, name=str(i))(x, train)
         return x
 
 
@@ -52,12 +53,13 @@ class DetailBranch(nn.Module):
     """(N, H, W, 3) -> (N, H/8, W/8, 128); wide and shallow."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = Sequential(((64, 3, 2), (64, 3, 1)), self.dtype, name="S1")(x, train)
-        x = Sequential(((64, 3, 2), (64, 3, 1), (64, 3, 1)), self.dtype, name="S2")(x, train)
-        return Sequential(((128, 3, 2), (128, 3, 1), (128, 3, 1)), self.dtype, name="S3")(x, train)
+        x = Sequential(((64, 3, 2), (64, 3, 1)), self.dtype, self.kernels, name="S1")(x, train)
+        x = Sequential(((64, 3, 2), (64, 3, 1), (64, 3, 1)), self.dtype, self.kernels, name="S2")(x, train)
+        return Sequential(((128, 3, 2), (128, 3, 1), (128, 3, 1)), self.dtype, self.kernels, name="S3")(x, train)
 
 
 class StemBlock(nn.Module):
@@ -68,10 +70,10 @@ class StemBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = _cbr(16, 3, 2, self.dtype, name="conv")(x, train)
-        left = Sequential(((8, 1, 1), (16, 3, 2)), self.dtype, name="left")(x, train)
+        x = _cbr(16, 3, 2, self.dtype, self.kernels, name="conv")(x, train)
+        left = Sequential(((8, 1, 1), (16, 3, 2)), self.dtype, self.kernels, name="left")(x, train)
         right = self.kernels.max_pool_3x3_s2(x)
-        return _cbr(16, 3, 1, self.dtype, name="fuse")(jnp.concatenate([left, right], axis=-1), train)
+        return _cbr(16, 3, 1, self.dtype, self.kernels, name="fuse")(jnp.concatenate([left, right], axis=-1), train)
 
 
 class ConvBN(nn.Module):
@@ -104,10 +106,10 @@ class GatherExpandS1(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
-        y = _cbr(c, 3, 1, self.dtype, name="conv1")(x, train)
+        y = _cbr(c, 3, 1, self.dtype, self.kernels, name="conv1")(x, train)
         y = ConvBN(c * EXPANSION, 3, 1, groups=c, relu=True, dtype=self.dtype, kernels=self.kernels,
                    name="dwconv")(y, train)
-        y = ConvBN(self.features, 1, zero_init_bn=True, dtype=self.dtype, name="conv2")(y, train)
+        y = ConvBN(self.features, 1, zero_init_bn=True, dtype=self.dtype, kernels=self.kernels, name="conv2")(y, train)
         return nn.relu(y + x)
 
 
@@ -122,10 +124,10 @@ class GatherExpandS2(nn.Module):
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
         mid = c * EXPANSION
-        y = _cbr(c, 3, 1, self.dtype, name="conv1")(x, train)
+        y = _cbr(c, 3, 1, self.dtype, self.kernels, name="conv1")(x, train)
         y = ConvBN(mid, 3, 2, groups=c, dtype=self.dtype, kernels=self.kernels, name="dwconv1")(y, train)
         y = ConvBN(mid, 3, 1, groups=mid, relu=True, dtype=self.dtype, kernels=self.kernels, name="dwconv2")(y, train)
-        y = ConvBN(self.features, 1, zero_init_bn=True, dtype=self.dtype, name="conv2")(y, train)
+        y = ConvBN(self.features, 1, zero_init_bn=True, dtype=self.dtype, kernels=self.kernels, name="conv2")(y, train)
         shortcut = GatherExpandShortcut(self.features, self.dtype, self.kernels, name="shortcut")(x, train)
         return nn.relu(y + shortcut)
 
@@ -142,7 +144,7 @@ class GatherExpandShortcut(nn.Module):
         c = x.shape[-1]
         x = _conv(c, 3, 2, groups=c, dtype=self.dtype, kernels=self.kernels, name="0")(x)
         x = batch_norm(train, self.dtype, name="1")(x)
-        x = _conv(self.features, 1, dtype=self.dtype, name="2")(x)
+        x = _conv(self.features, 1, dtype=self.dtype, kernels=self.kernels, name="2")(x)
         return batch_norm(train, self.dtype, name="3")(x)
 
 
@@ -166,12 +168,13 @@ class ContextEmbedding(nn.Module):
     """CE block: BN(mean) -> ConvBNReLU 1x1 ``conv_gap`` -> + input -> ConvBNReLU 3x3 ``conv_last``."""
 
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         gap = batch_norm(train, self.dtype, name="bn")(spatial_mean(x))
-        gap = _cbr(128, 1, 1, self.dtype, name="conv_gap")(gap, train)
-        return _cbr(128, 3, 1, self.dtype, name="conv_last")(x + gap, train)
+        gap = _cbr(128, 1, 1, self.dtype, self.kernels, name="conv_gap")(gap, train)
+        return _cbr(128, 3, 1, self.dtype, self.kernels, name="conv_last")(x + gap, train)
 
 
 class SemanticBranch(nn.Module):
@@ -186,7 +189,7 @@ class SemanticBranch(nn.Module):
         feat3 = GatherExpandStage(32, 1, self.dtype, self.kernels, name="S3")(feat2, train)
         feat4 = GatherExpandStage(64, 1, self.dtype, self.kernels, name="S4")(feat3, train)
         feat5_4 = GatherExpandStage(128, 3, self.dtype, self.kernels, name="S5_4")(feat4, train)
-        feat5_5 = ContextEmbedding(self.dtype, name="S5_5")(feat5_4, train)
+        feat5_5 = ContextEmbedding(self.dtype, self.kernels, name="S5_5")(feat5_4, train)
         return feat2, feat3, feat4, feat5_4, feat5_5
 
 
@@ -201,7 +204,7 @@ class DepthwiseSeparable(nn.Module):
         c = x.shape[-1]
         x = _conv(c, 3, 1, groups=c, dtype=self.dtype, kernels=self.kernels, name="0")(x)
         x = batch_norm(train, self.dtype, name="1")(x)
-        return _conv(c, 1, dtype=self.dtype, name="2")(x)
+        return _conv(c, 1, dtype=self.dtype, kernels=self.kernels, name="2")(x)
 
 
 class BilateralGuidedAggregation(nn.Module):
@@ -214,14 +217,15 @@ class BilateralGuidedAggregation(nn.Module):
     def __call__(self, detail, semantic, train: bool = False):
         detail_size = detail.shape[1:3]
         left1 = DepthwiseSeparable(self.dtype, self.kernels, name="left1")(detail, train)
-        left2 = avg_pool_3x3_s2(ConvBN(128, 3, 2, dtype=self.dtype, name="left2")(detail, train))  # 1/32
-        right1 = ConvBN(128, 3, 1, dtype=self.dtype, name="right1")(semantic, train)
+        left2 = ConvBN(128, 3, 2, dtype=self.dtype, kernels=self.kernels, name="left2")(detail, train)
+        left2 = avg_pool_3x3_s2(left2)  # 1/32
+        right1 = ConvBN(128, 3, 1, dtype=self.dtype, kernels=self.kernels, name="right1")(semantic, train)
         right2 = DepthwiseSeparable(self.dtype, self.kernels, name="right2")(semantic, train)
         left = left1 * nn.sigmoid(resize(right1, detail_size, "nearest"))  # nearest x4 at multiples of 32
         if left2.shape[1:3] != right2.shape[1:3]:
             right2 = resize(right2, left2.shape[1:3], "nearest")
         right = resize(left2 * nn.sigmoid(right2), detail_size, "nearest")
-        return ConvBN(128, 3, 1, relu=True, dtype=self.dtype, name="conv")(left + right, train)
+        return ConvBN(128, 3, 1, relu=True, dtype=self.dtype, kernels=self.kernels, name="conv")(left + right, train)
 
 
 class SegmentHead(nn.Module):
@@ -241,7 +245,7 @@ class SegmentHead(nn.Module):
 
     @nn.compact
     def __call__(self, x, out_size, train: bool = False):
-        x = _cbr(self.mid, 3, 1, self.dtype, name="conv")(x, train)
+        x = _cbr(self.mid, 3, 1, self.dtype, self.kernels, name="conv")(x, train)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = HeadClassifier(self.num_classes, self.up_factor ** 2 if self.aux else 0, self.dtype, self.kernels,
                            name="conv_out")(x, train)
@@ -262,7 +266,7 @@ class HeadClassifier(nn.Module):
         if self.aux_features:
             x = _AuxUp(self.aux_features, self.dtype, self.kernels, name="0")(x, train)
         return Convolution(self.num_classes, 1, use_bias=True, dtype=self.dtype, kernel_init=kaiming_fan_out,
-                           name="1")(x)
+                           kernels=self.kernels, name="1")(x)
 
 
 class _AuxUp(nn.Module):
@@ -285,9 +289,9 @@ class BiSeNetV2(nn.Module):
     Returns float32 logits (N, H, W, num_classes); with ``train=True`` returns
     ``(logits, [aux2, aux3, aux4, aux5_4])`` (empty list without auxiliary heads). Dropout in the
     heads needs a ``"dropout"`` rng in training; ``dropout`` is its rate (0.1 as in PyTorch; 0 turns
-    it off, e.g. to compare two training runs step by step). ``kernels``: the max pool, depthwise
-    convolutions and the auxiliary heads' upsampling convolutions (``create_model`` picks them
-    per backend; see :mod:`bisenet_jax.models.kernels`).
+    it off, e.g. to compare two training runs step by step). ``kernels``: every convolution, the max
+    pool and the loss's OHEM threshold come from this bundle (``create_model`` picks it per backend;
+    see :mod:`bisenet_jax.models.kernels`).
     """
 
     num_classes: int
@@ -301,14 +305,14 @@ class BiSeNetV2(nn.Module):
         check_input(x)
         out_size = x.shape[1:3]
         x = x.astype(self.dtype)
-        detail = DetailBranch(self.dtype, name="detail")(x, train)
+        detail = DetailBranch(self.dtype, self.kernels, name="detail")(x, train)
         feat2, feat3, feat4, feat5_4, semantic = SemanticBranch(self.dtype, self.kernels, name="segment")(x, train)
         aggregated = BilateralGuidedAggregation(self.dtype, self.kernels, name="bga")(detail, semantic, train)
         for key, value in (("detail_branch", detail), ("semantic", semantic), ("semantic_1_4", feat2),
                            ("semantic_1_8", feat3), ("semantic_1_16", feat4), ("semantic_1_32", feat5_4),
                            ("aggregated", aggregated)):
             self.sow("intermediates", key, value)
-        logits = SegmentHead(1024, self.num_classes, 8, False, self.dtype, dropout=self.dropout,
+        logits = SegmentHead(1024, self.num_classes, 8, False, self.dtype, self.kernels, self.dropout,
                              name="head")(aggregated, out_size, train)
         if not (train or self.is_initializing()):
             return logits

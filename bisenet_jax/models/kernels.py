@@ -1,6 +1,6 @@
 """Backend-specific kernels: XLA's own ops and the CPU forms that replace them, chosen once per backend.
 
-Four ops of BiSeNet training have two forms with the same values and gradients:
+Five ops of BiSeNet training have two forms with the same values and gradients:
 
 - ``depthwise_conv``: XLA's grouped convolution, or (CPU) a sum of k*k shifted per-channel
   multiplies with a hand-written gradient. XLA:CPU lowers depthwise convolutions to a slow generic
@@ -17,6 +17,11 @@ Four ops of BiSeNet training have two forms with the same values and gradients:
   over it, or (CPU) the same function as one 2x2 convolution at the input's resolution with four
   output phases (2.25x fewer multiplies, no 4x-sized intermediate), with a hand-written kernel
   gradient: XLA:CPU runs the kernel gradient of a 2x2 convolution 10-30x slower than a 3x3 one.
+- ``conv`` (every other convolution): XLA's, or (CPU, dense with at least 8 input channels) the
+  same forward and input gradient with the kernel gradient's operand transposed a block of rows at
+  a time. XLA:CPU's kernel-gradient convolution reads the activation with the batch innermost, and
+  XLA writes that copy with one whole-array transpose at about 1.3 GB/s; done in blocks of <= 512 KB
+  it takes half the time (see ``_batch_minor``).
 
 :data:`XLA_KERNELS` holds the library ops (what GPU and TPU get), :data:`CPU_KERNELS` the CPU forms.
 A model takes its bundle as the module attribute ``kernels``, as flax's ImageNet ResNet takes
@@ -46,6 +51,8 @@ class Kernels:
     - ``upsample2_conv3x3(x, kernel)``: ``x`` (N, H, W, C) with every pixel repeated 2x2 (nearest
       x2), then convolved with the dense ``kernel`` (3, 3, C, features), stride 1, padding 1:
       (N, 2H, 2W, features). ``kernel`` may be float32 for a lower-precision ``x``.
+    - ``conv(x, kernel, stride, pad, groups=1)``: :func:`grouped_conv`, NHWC ``x`` and HWIO ``kernel``
+      of one dtype, symmetric zero padding ``pad``.
     """
 
     name: str
@@ -53,6 +60,7 @@ class Kernels:
     max_pool_3x3_s2: Callable[[jax.Array], jax.Array] = dataclasses.field(repr=False)
     kth_largest: Callable[[jax.Array, jax.Array], jax.Array] = dataclasses.field(repr=False)
     upsample2_conv3x3: Callable[[jax.Array, jax.Array], jax.Array] = dataclasses.field(repr=False)
+    conv: Callable[..., jax.Array] = dataclasses.field(repr=False)
 
     # custom_vjp functions can be neither deep-copied nor pickled; a model holding a bundle can.
     def __deepcopy__(self, memo) -> Kernels:
@@ -62,7 +70,7 @@ class Kernels:
         if _BY_NAME.get(self.name) is self:
             return get_kernels, (self.name,)
         return Kernels, (self.name, self.depthwise_conv, self.max_pool_3x3_s2, self.kth_largest,
-                         self.upsample2_conv3x3)
+                         self.upsample2_conv3x3, self.conv)
 
 
 def check_depthwise_kernel(x: jax.Array, kernel: jax.Array) -> None:
@@ -269,16 +277,25 @@ def _conv2x2_valid_fwd(x, kernel):
 
 
 def _conv2x2_valid_bwd(residuals, g):
-    # XLA's input gradient (the transpose of the convolution in x: fast), and the kernel gradient
-    # as one matmul per tap: XLA:CPU's own kernel-gradient convolution for a 2x2 kernel takes
-    # 10-30x longer than these four dots.
+    # XLA's input gradient (the transpose of the convolution in x: fast), and the kernel gradient as
+    # one matmul: XLA:CPU's own kernel-gradient convolution for a 2x2 kernel takes 10-30x longer.
+    # With the images flattened to rows of one (N * H * W, C) matrix, tap (p, q) of output pixel r
+    # is input row r + p * W + q (W: the input's width), so the four taps are four row-shifted
+    # views of that matrix, side by side as (rows, 4 * C), against the gradient zero-padded to the
+    # input's size, whose extra row and column cancel the views' wrap into the next row or image.
+    # Slicing each tap as a (N, h, w, C) window instead made XLA write every window transposed, channels
+    # first (V2's aux2 at 192x256: 24 ms of thread time per tap, against 23 ms for all of this).
     x, kernel = residuals
     (dx,) = jax.linear_transpose(lambda x: _valid_conv(x, kernel), x)(g)
-    out_h, out_w = g.shape[1], g.shape[2]
+    n, h, w, c = x.shape
+    features = g.shape[-1]
+    rows = n * h * w
+    gp = jnp.pad(g, ((0, 0), (0, h - g.shape[1]), (0, w - g.shape[2]), (0, 0))).reshape(rows, features)
+    xf = jnp.pad(x.reshape(rows, c), ((0, w + 1), (0, 0)))
+    taps = jnp.concatenate([xf[p * w + q:p * w + q + rows] for p in (0, 1) for q in (0, 1)], axis=1)
     accumulate = jnp.promote_types(kernel.dtype, jnp.float32)
-    taps = [[jnp.einsum("nhwi,nhwo->io", x[:, p:p + out_h, q:q + out_w], g, preferred_element_type=accumulate)
-             for q in (0, 1)] for p in (0, 1)]
-    return dx, jnp.asarray(taps).astype(kernel.dtype)
+    dk = jax.lax.dot_general(taps, gp, (((0,), (0,)), ((), ())), preferred_element_type=accumulate)
+    return dx, dk.reshape(2, 2, c, features).astype(kernel.dtype)
 
 
 _conv2x2_valid.defvjp(_conv2x2_valid_fwd, _conv2x2_valid_bwd)
@@ -315,6 +332,79 @@ def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, features)  # (n, h, a, w, b, f): interleaved
 
 
+# Blocks of the activation transposed at a time for a kernel gradient: at most this many bytes.
+_TRANSPOSE_BLOCK_BYTES = 512 * 1024
+# Fewer input channels (an RGB stem): XLA's own kernel gradient, measured no slower.
+_MIN_BLOCKED_CHANNELS = 8
+
+
+def _batch_minor(x: jax.Array, block_bytes: int | None = None) -> jax.Array:
+    """``x`` (N, H, W, C) as (C, H, W, N), transposed a block of rows at a time.
+
+    The kernel gradient of a convolution contracts the batch, so XLA:CPU's convolution wants the
+    activation with the batch innermost. XLA writes that copy as one transpose of the whole array,
+    which ran at about 1.3 GB/s on the development VM (8x96x128x64 float32, with the ReLU that
+    produces it: 14.5 ms); the same transpose as a concatenation of per-row-block transposes of at
+    most 512 KB, whose reads and writes stay in the core's cache, took 6.9 ms (jitted alone,
+    ``dot,reduce`` fusion option, docs/profile.md). No library op offers a faster transpose here.
+    """
+    block_bytes = _TRANSPOSE_BLOCK_BYTES if block_bytes is None else block_bytes
+    n, h, w, c = x.shape
+    rows = max(1, block_bytes // max(1, n * w * c * x.dtype.itemsize))
+    if rows >= h:
+        return x.transpose(3, 1, 2, 0)
+    return jnp.concatenate([x[:, i:i + rows].transpose(3, 1, 2, 0) for i in range(0, h, rows)], axis=1)
+
+
+def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], stride: int, pad: int
+                          ) -> jax.Array:
+    """d(sum(conv(x, k, stride, pad) * g)) / dk: the correlation of the activation (batch as the
+    contracted feature, channels as the batch) with the output gradient dilated by the stride, as
+    XLA's autodiff writes it, on the activation from :func:`_batch_minor`. Accumulated in float32 at
+    least."""
+    kh, kw = kernel_shape[:2]
+    _, h, w, _ = x.shape
+    out_h, out_w = g.shape[1], g.shape[2]
+    # Rows and columns past the last window (a stride that does not divide the padded size) are
+    # read by no output: cut from the end, taken first from the padding, then from x.
+    extra_h = h + 2 * pad - kh - stride * (out_h - 1)
+    extra_w = w + 2 * pad - kw - stride * (out_w - 1)
+    x = x[:, :h - max(0, extra_h - pad), :w - max(0, extra_w - pad)]
+    accumulate = jnp.promote_types(jnp.promote_types(x.dtype, g.dtype), jnp.float32)
+    dk = jax.lax.conv_general_dilated(
+        _batch_minor(x), g, (1, 1), ((pad, max(0, pad - extra_h)), (pad, max(0, pad - extra_w))),
+        rhs_dilation=(stride, stride), dimension_numbers=("NHWC", "IHWO", "NHWC"),
+        preferred_element_type=accumulate)
+    return dk.transpose(1, 2, 0, 3)  # (C, kh, kw, O) -> (kh, kw, C, O)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _blocked_kernel_gradient_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+    return grouped_conv(x, kernel, stride, pad)
+
+
+def _blocked_kernel_gradient_conv_fwd(x, kernel, stride, pad):
+    return grouped_conv(x, kernel, stride, pad), (x, kernel)
+
+
+def _blocked_kernel_gradient_conv_bwd(stride, pad, residuals, g):
+    x, kernel = residuals
+    (dx,) = jax.linear_transpose(lambda x: grouped_conv(x, kernel, stride, pad), x)(g)  # XLA's input gradient
+    return dx, _conv_kernel_gradient(x, g, kernel.shape, stride, pad).astype(kernel.dtype)
+
+
+_blocked_kernel_gradient_conv.defvjp(_blocked_kernel_gradient_conv_fwd, _blocked_kernel_gradient_conv_bwd)
+
+
+def blocked_kernel_gradient_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int, groups: int = 1
+                                 ) -> jax.Array:
+    """:func:`grouped_conv` with the kernel gradient of :func:`_conv_kernel_gradient` for dense
+    convolutions of at least ``_MIN_BLOCKED_CHANNELS`` input channels; XLA's op for the others."""
+    if groups != 1 or x.shape[-1] < _MIN_BLOCKED_CHANNELS:
+        return grouped_conv(x, kernel, stride, pad, groups)
+    return _blocked_kernel_gradient_conv(x, kernel, stride, pad)
+
+
 def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
     """Non-negative floats order like their bit patterns read as int32, so 32 bisection steps over
     [0, +inf] in bit space, each one count of ``bits >= mid``, find the k-th largest exactly."""
@@ -346,9 +436,10 @@ def has_depthwise_kernels(params: Any) -> bool:
 # ------------------------------------------------------------------------------------------------
 # The bundles and the per-backend choice
 
-XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest, repeat_upsample2_conv3x3)
+XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest, repeat_upsample2_conv3x3,
+                      grouped_conv)
 CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, phase_max_pool_3x3_s2, bisection_kth_largest,
-                      phase_upsample2_conv3x3)
+                      phase_upsample2_conv3x3, blocked_kernel_gradient_conv)
 _BY_NAME = {"cpu": CPU_KERNELS, "xla": XLA_KERNELS}
 
 

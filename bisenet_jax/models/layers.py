@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
-from bisenet_jax.models.kernels import XLA_KERNELS, Kernels, grouped_conv
+from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
 
 Dtype = Any
 
@@ -37,7 +37,7 @@ class Convolution(nn.Module):
 
     A depthwise convolution (``groups`` == input channels > 1) is computed by
     ``kernels.depthwise_conv`` (see :mod:`bisenet_jax.models.kernels`), a nearest x2 upsampling
-    followed by a dense 3x3 one by ``kernels.upsample2_conv3x3``; every other one by XLA.
+    followed by a dense 3x3 one by ``kernels.upsample2_conv3x3``; every other one by ``kernels.conv``.
     """
 
     features: int
@@ -70,7 +70,7 @@ class Convolution(nn.Module):
             if channels == self.groups > 1:
                 y = self.kernels.depthwise_conv(x, kernel, self.strides, k // 2)
             else:
-                y = grouped_conv(x, kernel, self.strides, k // 2, self.groups)
+                y = self.kernels.conv(x, kernel, self.strides, k // 2, self.groups)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y

@@ -24,10 +24,12 @@ class Downsample(nn.Module):
     features: int
     strides: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = Convolution(self.features, 1, self.strides, dtype=self.dtype, kernel_init=kaiming_fan_out, name="0")(x)
+        x = Convolution(self.features, 1, self.strides, dtype=self.dtype, kernel_init=kaiming_fan_out,
+                        kernels=self.kernels, name="0")(x)
         return batch_norm(train, self.dtype, name="1")(x)
 
 
@@ -36,17 +38,19 @@ class BasicBlock(nn.Module):
     strides: int = 1
     project: bool = False
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
     expansion = 1
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = lambda f, k, s, name: Convolution(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out, name=name)
+        conv = lambda f, k, s, name: Convolution(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out,
+                                                 kernels=self.kernels, name=name)
         y = conv(self.features, 3, self.strides, "conv1")(x)
         y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
         y = conv(self.features, 3, 1, "conv2")(y)
         y = batch_norm(train, self.dtype, name="bn2")(y)
         if self.project:
-            x = Downsample(self.features, self.strides, self.dtype, name="downsample")(x, train)
+            x = Downsample(self.features, self.strides, self.dtype, self.kernels, name="downsample")(x, train)
         return nn.relu(y + x)
 
 
@@ -57,11 +61,13 @@ class Bottleneck(nn.Module):
     strides: int = 1
     project: bool = False
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
     expansion = 4
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = lambda f, k, s, name: Convolution(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out, name=name)
+        conv = lambda f, k, s, name: Convolution(f, k, s, dtype=self.dtype, kernel_init=kaiming_fan_out,
+                                                 kernels=self.kernels, name=name)
         y = conv(self.features, 1, 1, "conv1")(x)
         y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
         y = conv(self.features, 3, self.strides, "conv2")(y)
@@ -69,7 +75,7 @@ class Bottleneck(nn.Module):
         y = conv(self.features * 4, 1, 1, "conv3")(y)
         y = batch_norm(train, self.dtype, name="bn3")(y)
         if self.project:
-            x = Downsample(self.features * 4, self.strides, self.dtype, name="downsample")(x, train)
+            x = Downsample(self.features * 4, self.strides, self.dtype, self.kernels, name="downsample")(x, train)
         return nn.relu(y + x)
 
 
@@ -96,6 +102,7 @@ class ResNetStage(nn.Module):
     strides: int
     in_channels: int
     dtype: Dtype = jnp.float32
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -103,7 +110,7 @@ class ResNetStage(nn.Module):
         for i in range(self.num_blocks):
             strides = self.strides if i == 0 else 1
             project = i == 0 and (strides != 1 or self.in_channels != out_channels)
-            x = self.block(self.width, strides, project, self.dtype, name=str(i))(x, train)
+            x = self.block(self.width, strides, project, self.dtype, self.kernels, name=str(i))(x, train)
         return x
 
 
@@ -112,19 +119,19 @@ class ResNet(nn.Module):
 
     depth: int = 18
     dtype: Dtype = jnp.float32
-    kernels: Kernels = XLA_KERNELS  # the stem's max pool
+    kernels: Kernels = XLA_KERNELS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         if self.depth not in RESNET_STAGES:
             raise ValueError(f"ResNet depth {self.depth} is not supported; expected one of {sorted(RESNET_STAGES)}")
         block, stage_sizes = RESNET_STAGES[self.depth]
-        x = Convolution(64, 7, 2, dtype=self.dtype, kernel_init=kaiming_fan_out, name="conv1")(x)
+        x = Convolution(64, 7, 2, dtype=self.dtype, kernel_init=kaiming_fan_out, kernels=self.kernels, name="conv1")(x)
         x = nn.relu(batch_norm(train, self.dtype, name="bn1")(x))
         x = self.kernels.max_pool_3x3_s2(x)  # (N, H/4, W/4, 64)
         in_channels, features = 64, []
         for k, (num_blocks, width) in enumerate(zip(stage_sizes, (64, 128, 256, 512))):
-            x = ResNetStage(block, width, num_blocks, 1 if k == 0 else 2, in_channels, self.dtype,
+            x = ResNetStage(block, width, num_blocks, 1 if k == 0 else 2, in_channels, self.dtype, self.kernels,
                             name=f"layer{k + 1}")(x, train)
             in_channels = width * block.expansion
             features.append(x)

@@ -35,7 +35,8 @@ class SeparableConv(nn.Module):
         channels = x.shape[-1]
         x = Convolution(channels, 3, self.strides, groups=channels, dtype=self.dtype, kernels=self.kernels,
                         name="depthwise")(x)
-        return ConvBNReLU(self.features, 1, relu=self.relu, dtype=self.dtype, name="pointwise")(x, train)
+        return ConvBNReLU(self.features, 1, relu=self.relu, dtype=self.dtype, kernels=self.kernels,
+                          name="pointwise")(x, train)
 
 
 class XceptionBlock(nn.Module):
@@ -86,7 +87,7 @@ class Xception39(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
-        x = ConvBNReLU(8, 3, 2, dtype=self.dtype, name="conv1")(x, train)  # (N, H/2, W/2, 8)
+        x = ConvBNReLU(8, 3, 2, dtype=self.dtype, kernels=self.kernels, name="conv1")(x, train)  # (N, H/2, W/2, 8)
         x = self.kernels.max_pool_3x3_s2(x)  # (N, H/4, W/4, 8)
         features = []
         for k, (num_blocks, mid) in enumerate(XCEPTION39_STAGES):

@@ -132,9 +132,9 @@ def test_max_pool_gradient_does_not_depend_on_the_forward_output_bits():
 def test_cpu_and_xla_bundles_give_one_model_the_same_training_gradients(name):
     """Whole-model check in float64, jitted (where XLA fuses the CPU forms with their neighbours):
     the training loss's gradient for every parameter agrees between the bundles to 1e-12 of the
-    largest gradient entry. R18: the stem's max pool and the context path's upsampling
-    convolutions; V2: the stem's max pool, depthwise convolutions and the four auxiliary heads'
-    upsampling convolutions. (The max pool's old backward failed this with an error of 0.4 on the
+    largest gradient entry. R18: the stem's max pool, the context path's upsampling
+    convolutions and the dense convolutions' kernel gradients; V2: the stem's max pool, depthwise
+    convolutions, the four auxiliary heads' upsampling convolutions and the dense convolutions. (The max pool's old backward failed this with an error of 0.4 on the
     R18 stem.)"""
     script = pathlib.Path(__file__).with_name("bundle_gradients.py")
     out = subprocess.run([sys.executable, str(script), name, "64", "96"], capture_output=True, text=True, timeout=900,
@@ -215,6 +215,94 @@ def test_upsample_conv_kernel_shape_is_checked(kernels):
 
 
 # ---------------------------------------------------------------------------------------------
+# Dense convolution (the kernel gradient's operand transposed in row blocks)
+
+# Every (kernel, stride) the models use (7x7/2 stems, 3x3/1 and /2, 1x1/1 and /2), at even and odd
+# sizes and strides that leave rows past the last window, plus padding 0 and a stride of 3.
+DENSE_CASES = [(9, 11, 8, 4, 3, 1, 1), (8, 10, 9, 5, 3, 2, 1), (9, 11, 8, 4, 7, 2, 3), (6, 6, 8, 2, 1, 1, 0),
+               (7, 7, 8, 3, 3, 2, 1), (5, 8, 16, 3, 1, 2, 0), (6, 5, 8, 3, 5, 3, 2), (7, 9, 8, 6, 3, 2, 0)]
+
+
+@pytest.mark.parametrize("height, width, channels, features, k, stride, pad", DENSE_CASES)
+def test_dense_conv_forms_agree_in_values_and_gradients(height, width, channels, features, k, stride, pad):
+    """float32, op by op: the values and input gradient are XLA's own ops (equal); the kernel
+    gradient sums the same products in another order (tolerance 1e-5 of the largest entry)."""
+    rng = np.random.default_rng(height * width + k + stride)
+    x = jnp.asarray(rng.normal(size=(3, height, width, channels)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(k, k, channels, features)), jnp.float32)
+    cpu, cpu_vjp = jax.vjp(lambda x, w: CPU_KERNELS.conv(x, w, stride, pad), x, kernel)
+    xla, xla_vjp = jax.vjp(lambda x, w: XLA_KERNELS.conv(x, w, stride, pad), x, kernel)
+    assert cpu.shape == xla.shape == (3, (height + 2 * pad - k) // stride + 1, (width + 2 * pad - k) // stride + 1,
+                                      features)
+    np.testing.assert_array_equal(cpu, xla)
+    g = jnp.asarray(rng.normal(size=cpu.shape), jnp.float32)
+    (cpu_dx, cpu_dk), (xla_dx, xla_dk) = cpu_vjp(g), xla_vjp(g)
+    np.testing.assert_array_equal(cpu_dx, xla_dx)
+    assert cpu_dk.dtype == jnp.float32
+    np.testing.assert_allclose(cpu_dk, xla_dk, rtol=0, atol=1e-5 * float(jnp.abs(xla_dk).max()))
+
+
+def test_dense_conv_traces_its_custom_gradient_only_where_it_applies():
+    """A custom VJP for dense convolutions of >= 8 input channels; XLA's op (and autodiff) for an
+    RGB stem, grouped and depthwise convolutions."""
+    def custom_vjps(x_shape, k_shape, groups=1):
+        x, w = jnp.zeros(x_shape), jnp.zeros(k_shape)
+        jaxpr = jax.make_jaxpr(lambda x, w: CPU_KERNELS.conv(x, w, 1, 1, groups))(x, w).jaxpr
+        return _count_primitive(jaxpr, "custom_vjp_call")
+
+    assert custom_vjps((1, 6, 6, 8), (3, 3, 8, 4)) == 1
+    assert custom_vjps((1, 6, 6, 3), (3, 3, 3, 4)) == 0  # RGB
+    assert custom_vjps((1, 6, 6, 16), (3, 3, 8, 4), groups=2) == 0
+    assert custom_vjps((1, 6, 6, 16), (3, 3, 1, 16), groups=16) == 0
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 5 * 6 * 4, 2 * 4 * 5 * 6 * 4 - 1, 3 * 4 * 5 * 6 * 4, 10 ** 9])
+def test_batch_minor_is_a_transpose_for_every_block_size(block_bytes):
+    """One row per block (and rounding down), two, three (7 rows: a short last block), one block."""
+    from bisenet_jax.models.kernels import _batch_minor
+
+    x = jnp.arange(4 * 7 * 5 * 6, dtype=jnp.float32).reshape(4, 7, 5, 6)
+    np.testing.assert_array_equal(_batch_minor(x, block_bytes), x.transpose(3, 1, 2, 0))
+
+
+def test_dense_conv_gradients_under_jit_in_float64_and_in_row_blocks():
+    """Jitted, float64 (no float32 rounding: agreement to 1e-12 of the largest entry), with blocks of
+    one and two rows so that the blocked transpose itself is exercised, and bfloat16 inputs whose
+    kernel gradient accumulates in float32 (to 1e-2 of XLA's float64)."""
+    script = """
+import jax, json, numpy as np
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+from bisenet_jax.models import kernels
+from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS
+rng = np.random.default_rng(0)
+errors = []
+for n, h, w, c, o, k, s, block_bytes in [(3, 9, 7, 8, 5, 3, 1, 1), (2, 10, 9, 12, 4, 3, 2, 2 * 9 * 12 * 8 * 2),
+                                         (2, 13, 11, 8, 3, 7, 2, 1), (4, 8, 6, 16, 6, 1, 2, 10 ** 9)]:
+    kernels._TRANSPOSE_BLOCK_BYTES = block_bytes
+    x, kern = rng.normal(size=(n, h, w, c)), rng.normal(size=(k, k, c, o))
+    g = rng.normal(size=(n, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1, o))
+    grads = lambda f, x, kern: jax.jit(jax.grad(lambda x, kern: (f(x, kern, s, k // 2) * g).sum(), (0, 1)))(x, kern)
+    (cx, ck), (xx, xk) = grads(CPU_KERNELS.conv, x, kern), grads(XLA_KERNELS.conv, x, kern)
+    scale = float(abs(xk).max())
+    errors.append([str(ck.dtype), float(abs(cx - xx).max()) / float(abs(xx).max()), float(abs(ck - xk).max()) / scale])
+    bf = jax.jit(jax.vjp(lambda kern: CPU_KERNELS.conv(jnp.asarray(x, jnp.bfloat16), kern, s, k // 2),
+                         jnp.asarray(kern, jnp.bfloat16))[1])
+    (bk,) = bf(jnp.asarray(g, jnp.bfloat16))
+    errors.append([str(bk.dtype), 0.0, float(abs(bk.astype(jnp.float64) - xk).max()) / scale])
+print(json.dumps(errors))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(errors) == 8
+    for (dtype, dx_error, dk_error), (bf_dtype, _, bf_error) in zip(errors[::2], errors[1::2]):
+        assert dtype == "float64" and dx_error < 1e-12 and dk_error < 1e-12
+        assert bf_dtype == "bfloat16" and bf_error < 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
 # OHEM's k-th largest loss
 
 
@@ -260,7 +348,7 @@ def test_kernels_by_name_and_unknown_names():
 
 
 def test_every_bundle_has_every_op():
-    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest", "upsample2_conv3x3"}
+    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest", "upsample2_conv3x3", "conv"}
     for kernels in (CPU_KERNELS, XLA_KERNELS):
         assert isinstance(kernels, Kernels)
         assert all(callable(getattr(kernels, op)) for op in ops)
@@ -303,6 +391,18 @@ def _forward_and_grad_jaxpr(model):
     return jax.make_jaxpr(forward_and_grad)(variables, x).jaxpr, variables
 
 
+def _eval_forward_jaxpr(model, variables):
+    return jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, jnp.zeros((1, 64, 64, 3))).jaxpr
+
+
+def _count_dense_convolutions(jaxpr) -> int:
+    """Convolutions with one feature group and >= 8 input channels (``kernels.conv``'s CPU form)."""
+    return sum((eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] == 1
+                and eqn.invars[0].aval.shape[-1] >= 8)
+               + sum(_count_dense_convolutions(sub) for sub in jax_core.jaxprs_in_params(eqn.params))
+               for eqn in jaxpr.eqns)
+
+
 def _count_2x2_convolutions(jaxpr) -> int:
     """Convolutions with a 2x2 kernel (the phase form of an upsampling convolution and its input
     gradient) in ``jaxpr`` and every jaxpr nested in it."""
@@ -326,9 +426,12 @@ def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name, eval_u
     depthwise = [path for path, leaf in traverse_util.flatten_dict(variables["params"]).items()
                  if path[-1] == "kernel" and leaf.shape[2] == 1]  # (k, k, 1, C * m): one input channel per group
     # The eval forward traces each CPU kernel once as a custom_vjp (under grad the forward and
-    # backward are inlined): every depthwise convolution, the max pool and the upsampling
-    # convolutions of the eval forward got the CPU forms.
-    assert _count_primitive(cpu_jaxpr, "custom_vjp_call") == len(depthwise) + 1 + eval_upsampling
+    # backward are inlined): every depthwise convolution, the max pool, the upsampling convolutions
+    # and the dense convolutions of >= 8 input channels of the eval forward got the CPU forms.
+    dense = _count_dense_convolutions(_eval_forward_jaxpr(create_model(name, 19, kernels="xla"), variables))
+    assert dense > 10
+    assert _count_primitive(cpu_jaxpr, "custom_vjp_call") == len(depthwise) + 1 + eval_upsampling + (
+        dense - eval_upsampling)  # the XLA bundle's upsampling convolutions are dense 3x3 ones
     assert _count_primitive(cpu_jaxpr, "select_and_scatter_add") == 0
     # Every upsampling convolution, in the eval forward and in training, is a 2x2 phase convolution;
     # training adds its input gradient (a 2x2 convolution too).
