@@ -171,13 +171,15 @@ def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
     # Kernel: the k*k per-tap sums as one variadic reduction, so that XLA reads the gradient once and
     # fuses the taps' slices and products into the reduction's loop. Separate jnp.sum's became YNNPACK
     # reductions under the train step's "reduce" fusion option (xla_flags.py), and YNNPACK fusions do
-    # not take slices: each tap was first copied out (X39 step: 47 such copies).
-    # Accumulated in float32 at least (as jnp.sum does for bfloat16 / float16).
+    # not take slices: each tap was first copied out (X39 step: 47 such copies). The reduction
+    # keeps the width (batch and rows summed, (W, C) per tap) and a second, small one sums that:
+    # XLA's loop for the full reduction to (C,) ran 1.5-3x slower (8x32x40x128: 8.5 against 3.1 ms,
+    # jitted alone; docs/profile.md). Accumulated in float32 at least (as jnp.sum does for bfloat16).
     acc = jnp.promote_types(jnp.promote_types(xe.dtype, g.dtype), jnp.float32)
     products = [tap.astype(acc) * g.astype(acc) for _, tap in _strided_taps(xe, k, stride, out_h, out_w)]
     zeros = [jnp.zeros((), acc)] * len(products)
-    sums = jax.lax.reduce(products, zeros, lambda a, b: [u + v for u, v in zip(a, b)], (0, 1, 2))
-    dw = jnp.stack(sums).reshape(w.shape).astype(w.dtype)
+    rows = jax.lax.reduce(products, zeros, lambda a, b: [u + v for u, v in zip(a, b)], (0, 1))
+    dw = jnp.stack([r.sum(axis=0) for r in rows]).reshape(w.shape).astype(w.dtype)
     # Input: the gradient, dilated by the stride and padded by k - 1 (plus the rows and columns the
     # forward pass never read), correlated with the flipped kernel.
     extra_h = hp - ((out_h - 1) * stride + k)
