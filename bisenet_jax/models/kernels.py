@@ -20,8 +20,8 @@ Five ops of BiSeNet training have two forms with the same values and gradients:
 - ``conv`` (every other convolution): XLA's, or (CPU, dense with at least 8 input channels) the
   same forward and input gradient with the kernel gradient's operand transposed a block of rows at
   a time. XLA:CPU's kernel-gradient convolution reads the activation with the batch innermost, and
-  XLA writes that copy with one whole-array transpose at about 1.3 GB/s; done in blocks of <= 512 KB
-  it takes half the time (see ``_batch_minor``).
+  XLA writes that copy with one whole-array transpose at under 2 GB/s; done in blocks of rows of
+  about 512 KB it takes half the time (see ``_batch_minor``).
 
 :data:`XLA_KERNELS` holds the library ops (what GPU and TPU get), :data:`CPU_KERNELS` the CPU forms.
 A model takes its bundle as the module attribute ``kernels``, as flax's ImageNet ResNet takes
@@ -295,7 +295,7 @@ def _conv2x2_valid_bwd(residuals, g):
     gp = jnp.pad(g, ((0, 0), (0, h - g.shape[1]), (0, w - g.shape[2]), (0, 0))).reshape(rows, features)
     xf = jnp.pad(x.reshape(rows, c), ((0, w + 1), (0, 0)))
     taps = jnp.concatenate([xf[p * w + q:p * w + q + rows] for p in (0, 1) for q in (0, 1)], axis=1)
-    accumulate = jnp.promote_types(kernel.dtype, jnp.float32)
+    accumulate = jnp.promote_types(jnp.promote_types(kernel.dtype, x.dtype), jnp.float32)
     dk = jax.lax.dot_general(taps, gp, (((0,), (0,)), ((), ())), preferred_element_type=accumulate)
     return dx, dk.reshape(2, 2, c, features).astype(kernel.dtype)
 
@@ -334,8 +334,10 @@ def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, features)  # (n, h, a, w, b, f): interleaved
 
 
-# Blocks of the activation transposed at a time for a kernel gradient: at most this many bytes.
+# Blocks of the activation transposed at a time for a kernel gradient: as many rows as fit in this
+# many bytes (at least one), and at most _MAX_TRANSPOSE_BLOCKS blocks (a large crop's HLO stays small).
 _TRANSPOSE_BLOCK_BYTES = 512 * 1024
+_MAX_TRANSPOSE_BLOCKS = 64
 # Fewer input channels (an RGB stem): XLA's own kernel gradient, measured no slower.
 _MIN_BLOCKED_CHANNELS = 8
 
@@ -345,14 +347,14 @@ def _batch_minor(x: jax.Array, block_bytes: int | None = None) -> jax.Array:
 
     The kernel gradient of a convolution contracts the batch, so XLA:CPU's convolution wants the
     activation with the batch innermost. XLA writes that copy as one transpose of the whole array,
-    which ran at about 1.3 GB/s on the development VM (8x96x128x64 float32, with the ReLU that
-    produces it: 14.5 ms); the same transpose as a concatenation of per-row-block transposes of at
-    most 512 KB, whose reads and writes stay in the core's cache, took 6.9 ms (jitted alone,
-    ``dot,reduce`` fusion option, docs/profile.md). No library op offers a faster transpose here.
+    which took 14.5 ms on the development VM for 8x96x128x64 float32 with the ReLU that produces it
+    (25 MB: under 2 GB/s); the same transpose as a concatenation of per-row-block transposes of about
+    512 KB, whose reads and writes stay in the core's cache, took 6.9 ms (jitted alone, ``dot,reduce``
+    fusion option, docs/profile.md). No library op offers a faster transpose here.
     """
     block_bytes = _TRANSPOSE_BLOCK_BYTES if block_bytes is None else block_bytes
     n, h, w, c = x.shape
-    rows = max(1, block_bytes // max(1, n * w * c * x.dtype.itemsize))
+    rows = max(1, block_bytes // max(1, n * w * c * x.dtype.itemsize), -(-h // _MAX_TRANSPOSE_BLOCKS))
     if rows >= h:
         return x.transpose(3, 1, 2, 0)
     return jnp.concatenate([x[:, i:i + rows].transpose(3, 1, 2, 0) for i in range(0, h, rows)], axis=1)
