@@ -342,7 +342,7 @@ _MAX_TRANSPOSE_BLOCKS = 64
 _MIN_BLOCKED_CHANNELS = 8
 
 
-def _batch_minor(x: jax.Array, block_bytes: int | None = None) -> jax.Array:
+def _batch_minor(x: jax.Array) -> jax.Array:
     """``x`` (N, H, W, C) as (C, H, W, N), transposed a block of rows at a time.
 
     The kernel gradient of a convolution contracts the batch, so XLA:CPU's convolution wants the
@@ -352,9 +352,8 @@ def _batch_minor(x: jax.Array, block_bytes: int | None = None) -> jax.Array:
     512 KB, whose reads and writes stay in the core's cache, took 6.9 ms (jitted alone, ``dot,reduce``
     fusion option, docs/profile.md). No library op offers a faster transpose here.
     """
-    block_bytes = _TRANSPOSE_BLOCK_BYTES if block_bytes is None else block_bytes
     n, h, w, c = x.shape
-    rows = max(1, block_bytes // max(1, n * w * c * x.dtype.itemsize), -(-h // _MAX_TRANSPOSE_BLOCKS))
+    rows = max(1, _TRANSPOSE_BLOCK_BYTES // max(1, n * w * c * x.dtype.itemsize), -(-h // _MAX_TRANSPOSE_BLOCKS))
     if rows >= h:
         return x.transpose(3, 1, 2, 0)
     return jnp.concatenate([x[:, i:i + rows].transpose(3, 1, 2, 0) for i in range(0, h, rows)], axis=1)
@@ -384,7 +383,7 @@ def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, .
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _blocked_kernel_gradient_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
-    return grouped_conv(x, kernel, stride, pad)
+    return _blocked_kernel_gradient_conv_fwd(x, kernel, stride, pad)[0]
 
 
 def _blocked_kernel_gradient_conv_fwd(x, kernel, stride, pad):

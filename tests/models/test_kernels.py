@@ -134,8 +134,8 @@ def test_cpu_and_xla_bundles_give_one_model_the_same_training_gradients(name):
     the training loss's gradient for every parameter agrees between the bundles to 1e-12 of the
     largest gradient entry. R18: the stem's max pool, the context path's upsampling
     convolutions and the dense convolutions' kernel gradients; V2: the stem's max pool, depthwise
-    convolutions, the four auxiliary heads' upsampling convolutions and the dense convolutions. (The max pool's old backward failed this with an error of 0.4 on the
-    R18 stem.)"""
+    convolutions, the four auxiliary heads' upsampling convolutions and the dense convolutions.
+    (The max pool's old backward failed this with an error of 0.4 on the R18 stem.)"""
     script = pathlib.Path(__file__).with_name("bundle_gradients.py")
     out = subprocess.run([sys.executable, str(script), name, "64", "96"], capture_output=True, text=True, timeout=900,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -257,13 +257,18 @@ def test_dense_conv_traces_its_custom_gradient_only_where_it_applies():
     assert custom_vjps((1, 6, 6, 16), (3, 3, 1, 16), groups=16) == 0
 
 
-@pytest.mark.parametrize("block_bytes", [1, 4 * 5 * 6 * 4, 2 * 4 * 5 * 6 * 4 - 1, 3 * 4 * 5 * 6 * 4, 10 ** 9])
-def test_batch_minor_is_a_transpose_for_every_block_size(block_bytes):
+@pytest.mark.parametrize("block_bytes, expected_blocks",
+                         [(1, 7), (4 * 5 * 6 * 4, 7), (2 * 4 * 5 * 6 * 4 - 1, 7), (2 * 4 * 5 * 6 * 4, 4),
+                          (3 * 4 * 5 * 6 * 4, 3), (10 ** 9, 1)])
+def test_batch_minor_is_a_transpose_for_every_block_size(monkeypatch, block_bytes, expected_blocks):
     """One row per block (and rounding down), two, three (7 rows: a short last block), one block."""
-    from bisenet_jax.models.kernels import _batch_minor
+    from bisenet_jax.models import kernels
 
+    monkeypatch.setattr(kernels, "_TRANSPOSE_BLOCK_BYTES", block_bytes)
     x = jnp.arange(4 * 7 * 5 * 6, dtype=jnp.float32).reshape(4, 7, 5, 6)
-    np.testing.assert_array_equal(_batch_minor(x, block_bytes), x.transpose(3, 1, 2, 0))
+    # A new lambda each time: make_jaxpr caches its trace per function, and the block size is a module global.
+    assert _count_primitive(jax.make_jaxpr(lambda x: kernels._batch_minor(x))(x).jaxpr, "transpose") == expected_blocks
+    np.testing.assert_array_equal(kernels._batch_minor(x), x.transpose(3, 1, 2, 0))
 
 
 @pytest.mark.parametrize("max_blocks, expected_blocks", [(64, 7), (3, 3), (1, 1)])
@@ -272,11 +277,12 @@ def test_batch_minor_caps_the_number_of_blocks(monkeypatch, max_blocks, expected
     rows) or one whole transpose; the same transpose each time."""
     from bisenet_jax.models import kernels
 
+    monkeypatch.setattr(kernels, "_TRANSPOSE_BLOCK_BYTES", 1)
     monkeypatch.setattr(kernels, "_MAX_TRANSPOSE_BLOCKS", max_blocks)
     x = jnp.arange(2 * 7 * 3 * 8, dtype=jnp.float32).reshape(2, 7, 3, 8)
-    jaxpr = jax.make_jaxpr(lambda x: kernels._batch_minor(x, 1))(x).jaxpr
-    assert _count_primitive(jaxpr, "transpose") == expected_blocks
-    np.testing.assert_array_equal(kernels._batch_minor(x, 1), x.transpose(3, 1, 2, 0))
+    # A new lambda each time: make_jaxpr caches its trace per function, and the block size is a module global.
+    assert _count_primitive(jax.make_jaxpr(lambda x: kernels._batch_minor(x))(x).jaxpr, "transpose") == expected_blocks
+    np.testing.assert_array_equal(kernels._batch_minor(x), x.transpose(3, 1, 2, 0))
 
 
 def test_dense_conv_gradients_under_jit_in_float64_and_in_row_blocks():
@@ -297,7 +303,8 @@ for n, h, w, c, o, k, s, block_bytes in [(3, 9, 7, 8, 5, 3, 1, 1), (2, 10, 9, 12
     kernels._TRANSPOSE_BLOCK_BYTES = block_bytes
     x, kern = rng.normal(size=(n, h, w, c)), rng.normal(size=(k, k, c, o))
     g = rng.normal(size=(n, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1, o))
-    grads_of = lambda f, x, kern, g: jax.jit(jax.grad(lambda x, kern: (f(x, kern, s, k // 2) * g).sum(), (0, 1)))(x, kern)
+    grads_of = lambda f, x, kern, g: jax.jit(jax.grad(lambda x, kern: (f(x, kern, s, k // 2) * g).sum(),
+                                                      (0, 1)))(x, kern)
     (cx, ck), (xx, xk) = grads_of(CPU_KERNELS.conv, x, kern, g), grads_of(XLA_KERNELS.conv, x, kern, g)
     scale = float(abs(xk).max())
     errors.append([str(ck.dtype), float(abs(cx - xx).max()) / float(abs(xx).max()), float(abs(ck - xk).max()) / scale])
@@ -430,7 +437,8 @@ def _count_dense_custom_vjps(jaxpr) -> int:
 
 
 def _count_dense_convolutions(jaxpr) -> int:
-    """Convolutions with one feature group and >= 8 input channels (``kernels.conv``'s CPU form)."""
+    """Convolutions with one feature group and >= 8 input channels in ``jaxpr`` and every jaxpr nested in it
+    (custom VJPs' functions included): those ``kernels.conv``'s CPU form takes, plus 2x2 phase convolutions."""
     return sum((eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] == 1
                 and eqn.invars[0].aval.shape[-1] >= 8)
                + sum(_count_dense_convolutions(sub) for sub in jax_core.jaxprs_in_params(eqn.params))
