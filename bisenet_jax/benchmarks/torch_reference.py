@@ -235,6 +235,8 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
     clock = BudgetClock(budget_s, config.optimizer.total_steps) if time_clock else None
     while step < num_steps:
         images, labels = to_torch(next(data_iter))
+        if time_clock and step == 0:
+            clock.begin()  # the schedule begins with the first step, as the JAX loop's after its compilation
         lr = schedule(clock.position()) if time_clock else lrs[step]
         set_learning_rate(optimizer, lr)
         loss, terms = train_step(model, optimizer, images, labels, config.loss, info.ignore_label)

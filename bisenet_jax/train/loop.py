@@ -148,11 +148,14 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
     t_start = t_log = time.time()
     clock = None  # on the time clock: the schedule's position, and the budget, across resumes
     if schedule_clock(config) == "time":
-        before = _schedule_seconds(manager, start_step)
-        clock = BudgetClock(budget_s, config.optimizer.total_steps, elapsed_before=before)
+        before, startup_before = _schedule_seconds(manager, start_step)
+        clock = BudgetClock(budget_s, config.optimizer.total_steps, elapsed_before=before,
+                            startup_before=startup_before)
         _log(f"learning-rate schedule on the time clock: warmup and decay span the {config.train.time_budget_minutes}"
-             f"-minute budget ({before:.0f} s of it spent before this start); num_steps={num_steps} is a cap")
+             f"-minute budget less the start-ups (compilation) ({before:.0f} s of it spent before this start); "
+             f"num_steps={num_steps} is a cap")
     final_metrics: dict[str, Any] = {}
+    train_step = setup.train_step
     step, saved_step = start_step, start_step if manager.latest_step() == start_step else None
     stop_reason = "done"
     try:
@@ -161,13 +164,17 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
             while step < num_steps:
                 batch = data_lib.make_global_batch(next(data_iter), setup.batch_sharding)
                 args = (state, batch)
+                if step == start_step and (clock is not None or jax.process_count() > 1):
+                    # Compiled before the first step runs: on the time clock the schedule begins after the
+                    # compilation (BudgetClock.begin); in several processes every one compiles first.
+                    train_step = _compile_ahead(setup.train_step, *args, *(() if clock is None else (np.float32(0),)))
+                    if clock is not None:
+                        clock.begin()
                 if clock is not None:
                     if pending:  # the position is read when the step runs, not while the host runs ahead
                         jax.block_until_ready(pending[-1][1]["loss"])
                     args += (_same_in_every_process(clock.position()),)
-                if step == start_step and jax.process_count() > 1:
-                    _compile_in_every_process(setup.train_step, *args)
-                state, metrics = setup.train_step(*args)
+                state, metrics = train_step(*args)
                 step += 1
                 if step == start_step + 1:  # the first step compiles: keep it out of the throughput
                     jax.block_until_ready(metrics)
@@ -201,7 +208,8 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
                     val_miou = final_metrics["miou"]
                     bar.write(f"step {step}: val mIoU {val_miou:.4f}")
                 if want_ckpt:
-                    step_meta = meta if clock is None else {**meta, "schedule_seconds": clock.elapsed()}
+                    step_meta = meta if clock is None else {**meta, "schedule_seconds": clock.elapsed(),
+                                                            "startup_seconds": clock.startup()}
                     checkpoints.save(manager, step, state, data_iter, step_meta, val_miou=val_miou)
                     saved_step = step
                 if want_eval or want_ckpt:
@@ -224,19 +232,25 @@ def _same_in_every_process(value: float) -> float:
     return np.float32(np.asarray(multihost_utils.broadcast_one_to_all(np.float32(value))))
 
 
-def _schedule_seconds(manager, step: int) -> float:
-    """Seconds of the time budget spent before ``step``, from its checkpoint (0 for a fresh run)."""
+def _schedule_seconds(manager, step: int) -> tuple[float, float]:
+    """Seconds of the time budget spent before ``step``, and of start-ups among them, from its
+    checkpoint (0, 0 for a fresh run; a checkpoint from before start-ups were kept: all training)."""
     if step == 0 or step not in manager.all_steps():
-        return 0.0
-    return float(checkpoints.read_meta(manager, step).get("schedule_seconds", 0.0))
+        return 0.0, 0.0
+    meta = checkpoints.read_meta(manager, step)
+    return float(meta.get("schedule_seconds", 0.0)), float(meta.get("startup_seconds", 0.0))
 
 
-def _compile_in_every_process(train_step, *args) -> None:
-    """Every process compiles the step before any process runs it. CPU collectives (gloo) give a peer
-    30 s to join a program's first collective, and compile times differ between processes (one may
-    find the step in its compilation cache); the call that follows reuses the compiled program."""
-    train_step.lower(*args).compile()
-    multihost_utils.sync_global_devices("bisenet_jax: train step compiled")
+def _compile_ahead(train_step, *args):
+    """``train_step`` compiled for ``args`` before any step runs; the compiled program runs every step
+    of this start (the jitted function would trace the step again at its first call). In several
+    processes every one compiles before any runs it: CPU collectives (gloo) give a peer 30 s to join
+    a program's first collective, and compile times differ between processes (one may find the step
+    in its compilation cache)."""
+    compiled = train_step.lower(*args).compile()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("bisenet_jax: train step compiled")
+    return compiled
 
 
 def _flush_metrics(pending: list, manager) -> dict[str, float]:

@@ -7,9 +7,10 @@ biases); a learning-rate multiplier (10x) on the fusion module and the heads.
 
 The schedule runs on one of two clocks (``optimizer.schedule_clock``): ``"steps"`` (the default,
 the rate of step ``t`` is ``schedule(t)``) or ``"time"``: the rate follows the elapsed fraction of
-``train.time_budget_minutes``, ``schedule(total_steps * elapsed / budget)``, so warmup and decay
-end when the budget does however fast the steps turn out (budgeted training: the schedule of a run
-whose step count is not known in advance). ``BudgetClock`` is that position; the train step then
+``train.time_budget_minutes`` left after the start-up (compiling the step), ``schedule(total_steps *
+trained / (budget - startup))``, so warmup and decay end when the budget does however fast the steps
+turn out (budgeted training: the schedule of a run whose step count is not known in advance), and
+the warmup starts with the first step. ``BudgetClock`` is that position; the train step then
 scales the optimiser's unit-rate updates by it (``scale_updates``).
 """
 from __future__ import annotations
@@ -62,28 +63,53 @@ def schedule_clock(config: Any) -> str:
 
 
 class BudgetClock:
-    """Where a time-driven schedule stands: the virtual step ``total_steps * elapsed / budget``.
+    """Where a time-driven schedule stands: the virtual step ``total_steps * trained / (budget - startup)``.
 
-    ``elapsed_before``: seconds of the budget spent by earlier starts of the same run (a resumed run
-    continues its schedule and its budget where it stopped). ``now`` is the wall clock (a parameter
-    for tests).
+    The budget counts every second since the clock was made (``elapsed``); the schedule counts
+    only the seconds after :meth:`begin`, which the loop calls once a start is ready to train
+    (its first batch loaded, its step compiled). The start-up before it is spent from the budget
+    but not from the schedule, which spans the rest of the budget: otherwise the warmup (5% of the
+    budget in the CPU recipes) would partly pass while the step compiles, and the first steps
+    would train at a higher rate than the recipe's. (JAX's 20-30 s compilations used up a third
+    of V2's 90-second warmup in the CamVid races before this; docs/benchmarks.md.) Without a
+    ``begin()`` the whole elapsed time counts.
+
+    ``elapsed_before`` / ``startup_before``: seconds of the budget, and of start-ups, spent by
+    earlier starts of the same run (a resumed run continues its schedule and its budget where it
+    stopped). ``now`` is the wall clock (a parameter for tests).
     """
 
     def __init__(self, budget_seconds: float, total_steps: int, elapsed_before: float = 0.0,
-                 now: Callable[[], float] = time.time):
+                 startup_before: float = 0.0, now: Callable[[], float] = time.time):
         if budget_seconds <= 0:
             raise ValueError(f"a time-driven schedule needs a budget > 0 seconds, got {budget_seconds}")
+        if not 0.0 <= startup_before <= max(0.0, elapsed_before):
+            raise ValueError(f"startup_before ({startup_before} s) must be in [0, elapsed_before "
+                             f"({elapsed_before} s)]")
         self.budget_seconds, self.total_steps = float(budget_seconds), int(total_steps)
-        self.elapsed_before, self._now = float(elapsed_before), now
+        self.elapsed_before, self.startup_before, self._now = float(elapsed_before), float(startup_before), now
         self._start = now()
+        self._startup = 0.0  # this start's, set by begin()
+
+    def begin(self) -> None:
+        """This start is ready to train: the seconds since the clock was made are its start-up."""
+        self._startup = self._now() - self._start
 
     def elapsed(self) -> float:
         """Seconds of the budget spent, earlier starts included."""
         return self.elapsed_before + self._now() - self._start
 
+    def startup(self) -> float:
+        """Seconds of start-up (before ``begin()``) in the budget spent, earlier starts included."""
+        return self.startup_before + self._startup
+
     def position(self) -> np.ndarray:
         """The schedule's virtual step now (float32 scalar; beyond ``total_steps`` once the budget is spent)."""
-        return np.float32(self.total_steps * self.elapsed() / self.budget_seconds)
+        startup = self.startup()
+        trained, span = self.elapsed() - startup, self.budget_seconds - startup
+        if span <= 0:  # the start-ups alone spent the budget
+            return np.float32(self.total_steps)
+        return np.float32(self.total_steps * trained / span)
 
     def over_budget(self) -> bool:
         return self.elapsed() > self.budget_seconds

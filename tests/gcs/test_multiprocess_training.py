@@ -149,22 +149,23 @@ def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_pat
     assert lrs[step] < 1e-3 and lrs[step] < 0.25 * max(lrs.values()), lrs
 
 
-@pytest.mark.slow  # two processes training for a 45-second budget
+@pytest.mark.slow  # two processes training for a 90-second budget
 def test_two_processes_stop_together_at_the_time_budget_on_the_step_clock(gcs, tmp_path):
     """The step clock's time budget, too, is read on process 0's clock: process 1's clock jumps 10 s ahead
     after the start, so, were each process to read its own, process 1 would leave the loop (and save) some
     10 s of steps before process 0, which would then wait in its next collective and fail."""
     workdir = f"{gcs.create_bucket('bisenet-budget')}/run"
     logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=10,
-                 flags=("--config.model.dtype=float32", "--config.train.time_budget_minutes=0.75",
+                 flags=("--config.model.dtype=float32", "--config.train.time_budget_minutes=1.5",
                         "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
                         "--config.train.log_every=5"))
     assert "learning-rate schedule on the time clock" not in logs[0]
     stopped = [line for line in logs[0].splitlines() if line.startswith("stopped at step ")]
-    assert len(stopped) == 1 and "time budget of 0.75 min reached" in stopped[0], logs[0][-3000:]
+    assert len(stopped) == 1 and "time budget of 1.5 min reached" in stopped[0], logs[0][-3000:]
     step = int(stopped[0].split()[3].rstrip(":"))
-    # It trained: 8-20 steps in 30 s alone; the budget is 45 s because beside the other half of the suite
-    # (pytest -n 2) the two processes' compile took most of 30 s and one run stopped after its first step.
+    # It trained: 8-20 steps in 30 s alone on one VM; the budget is 90 s because on another (the 2-core AMD
+    # EPYC of session 24) a 45-s budget stopped after the first step even with nothing else running: the two
+    # processes' compilation takes most of it there.
     assert step >= 2, logs[0][-3000:]
     with checkpoints.create_manager(f"{workdir}/checkpoints", read_only=True) as manager:
         assert list(manager.all_steps()) == [step]  # one save, by both processes, at the same step

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from bisenet_jax import checkpoints
 from bisenet_jax.checkpoints import load_model
 from bisenet_jax.train import loop, optim
 from bisenet_jax.checkpoints import CheckpointMismatchError
@@ -72,10 +73,11 @@ def test_resume_after_preemption_is_exact(uninterrupted, tmp_path, monkeypatch):
     assert _losses(tmp_path) == _losses(uninterrupted)
 
 
-def _on_the_time_clock(monkeypatch, num_steps: int, budget_minutes: float = 1.0):
+def _on_the_time_clock(monkeypatch, num_steps: int, budget_minutes: float = 1.0, startup_seconds: float = 0.0):
     """The tiny config on the time clock (the schedule spanning 6 steps' worth of budget, ``num_steps``
-    a cap), with a fake wall clock that each train step advances by budget / 6: the schedule's
-    position at step k is then exactly k, and the budget is spent after the sixth step."""
+    a cap), with a fake wall clock that compiling the step advances by ``startup_seconds`` and each
+    train step by (budget - startup) / 6: the schedule's position at step k is then exactly k (the
+    schedule spans the budget less the start-up), and the budget is spent after the sixth step."""
     config = tiny_config(log_every=1).copy_and_resolve_references()
     config.train.num_steps = num_steps
     config.train.time_budget_minutes = budget_minutes
@@ -83,16 +85,32 @@ def _on_the_time_clock(monkeypatch, num_steps: int, budget_minutes: float = 1.0)
     config.optimizer.schedule_clock = "time"
     fake = {"now": 1000.0}
     real_setup = loop.create_train_setup
+    per_step = (60.0 * budget_minutes - startup_seconds) / 6
 
     def advancing_setup(*args, **kwargs):
         setup = real_setup(*args, **kwargs)
 
-        def step(*step_args):
-            fake["now"] += 60.0 * budget_minutes / 6
-            return setup.train_step(*step_args)
+        class Lowered:
+            def __init__(self, lowered):
+                self.lowered = lowered
 
-        step.lower = setup.train_step.lower
-        return dataclasses.replace(setup, train_step=step)
+            def compile(self):
+                compiled = self.lowered.compile()
+                fake["now"] += startup_seconds
+
+                def run(*step_args):
+                    fake["now"] += per_step
+                    return compiled(*step_args)
+                return run
+
+        class Step:  # the loop compiles the step ahead on the time clock and runs the compiled program
+            def __call__(self, *step_args):
+                raise AssertionError("on the time clock the loop runs the step compiled ahead")
+
+            def lower(self, *step_args):
+                return Lowered(setup.train_step.lower(*step_args))
+
+        return dataclasses.replace(setup, train_step=Step())
 
     monkeypatch.setattr(loop, "create_train_setup", advancing_setup)
     monkeypatch.setattr(loop, "BudgetClock", functools.partial(optim.BudgetClock, now=lambda: fake["now"]))
@@ -132,6 +150,21 @@ def test_time_clock_runs_until_the_budget_with_the_rate_decayed_to_zero(tmp_path
     schedule = optim.warmup_poly_schedule(config.optimizer.lr, 6, config.optimizer.warmup_steps)
     np.testing.assert_allclose([lrs[s] for s in range(1, 8)], [float(schedule(k)) for k in range(7)], rtol=1e-6)
     assert lrs[6] > 0.0 and lrs[7] == 0.0  # the step past the budget runs at the schedule's end
+
+
+def test_time_clock_schedule_starts_after_the_compilation_which_the_budget_counts(tmp_path, monkeypatch):
+    """A start-up (compiling the step) of a quarter of the budget: the steps train at positions 0..6
+    of the schedule as without one (its warmup is not spent while compiling), the budget (start-up
+    included) ends the run at the same step, and the checkpoint keeps the start-up for a resume."""
+    config = _on_the_time_clock(monkeypatch, num_steps=100, startup_seconds=15.0)
+    result = loop.train_and_evaluate(config, tmp_path)
+    assert result["step"] == 7 and "time budget" in result["stop_reason"]
+    lrs = _records(tmp_path, "train/lr")
+    schedule = optim.warmup_poly_schedule(config.optimizer.lr, 6, config.optimizer.warmup_steps)
+    np.testing.assert_allclose([lrs[s] for s in range(1, 8)], [float(schedule(k)) for k in range(7)], rtol=1e-6)
+    with checkpoints.create_manager(tmp_path / "checkpoints", read_only=True) as manager:
+        meta = checkpoints.read_meta(manager, 7)
+    assert meta["startup_seconds"] == pytest.approx(15.0) and meta["schedule_seconds"] == pytest.approx(67.5)
 
 
 def test_time_clock_without_a_budget_is_refused_before_any_work(tmp_path):

@@ -118,6 +118,24 @@ def test_budget_clock_is_the_elapsed_fraction_of_the_budget_carried_across_start
         BudgetClock(0.0, 1000)
 
 
+def test_budget_clock_schedule_spans_the_budget_left_after_the_start_ups():
+    ticks = iter([100.0, 112.0, 112.0, 136.0, 136.0, 136.0, 160.5, 160.5])
+    clock = BudgetClock(budget_seconds=60.0, total_steps=1000, now=lambda: next(ticks))  # starts at 100
+    clock.begin()  # 12 s of start-up (compiling): spent from the budget, not from the schedule
+    assert clock.position() == pytest.approx(0.0)
+    assert clock.position() == pytest.approx(500.0)  # 24 of the 48 s left
+    assert clock.elapsed() == pytest.approx(36.0) and clock.startup() == pytest.approx(12.0)
+    assert not clock.over_budget() and clock.over_budget()  # 36 s, then 60.5 s of the 60
+    # Resumed after 36 s (12 of start-up) with another 6 s of start-up: the 24 s trained are now 24 of 42.
+    resumed = BudgetClock(60.0, 1000, elapsed_before=36.0, startup_before=12.0, now=iter([0.0, 6.0, 6.0]).__next__)
+    resumed.begin()
+    assert resumed.position() == pytest.approx(1000 * 24 / 42)
+    with pytest.raises(ValueError, match="startup_before"):
+        BudgetClock(60.0, 1000, elapsed_before=10.0, startup_before=20.0)
+    spent = BudgetClock(60.0, 1000, elapsed_before=61.0, startup_before=61.0, now=lambda: 0.0)
+    assert spent.position() == 1000  # the start-ups alone spent the budget: the schedule's end
+
+
 def test_time_clock_without_a_budget_or_an_unknown_clock_is_refused():
     config = _clock_config("time")
     config.train.time_budget_minutes = 0.0
