@@ -164,7 +164,9 @@ def test_time_clock_schedule_starts_after_the_compilation_which_the_budget_count
     np.testing.assert_allclose([lrs[s] for s in range(1, 8)], [float(schedule(k)) for k in range(7)], rtol=1e-6)
     with checkpoints.create_manager(tmp_path / "checkpoints", read_only=True) as manager:
         meta = checkpoints.read_meta(manager, 7)
+        resumed_from = loop._schedule_seconds(manager, 7)  # what a resume at step 7 starts its clock with
     assert meta["startup_seconds"] == pytest.approx(15.0) and meta["schedule_seconds"] == pytest.approx(67.5)
+    assert resumed_from == pytest.approx((67.5, 15.0))
 
 
 def test_time_clock_without_a_budget_is_refused_before_any_work(tmp_path):
