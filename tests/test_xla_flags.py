@@ -108,3 +108,35 @@ def test_known_semantics_of_the_options_relu_drops_nan():
     with_options = jax.jit(relu, compiler_options=xla_flags.train_step_options("cpu", {}))(x)
     assert float(with_options[0, 0]) == 0.0
     assert bool(jnp.isnan(jax.jit(relu)(x)[0, 0]))
+
+
+def test_init_options_only_on_cpu_never_over_a_users_flag_and_off_on_request():
+    assert xla_flags.init_options("cpu", {}) == {"xla_backend_optimization_level": 0}
+    assert xla_flags.init_options("gpu", {}) == {} and xla_flags.init_options("tpu", {}) == {}
+    assert xla_flags.init_options("cpu", {"XLA_FLAGS": "--xla_backend_optimization_level=2"}) == {}
+    assert xla_flags.init_options("cpu", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}) != {}
+    assert xla_flags.init_options("cpu", {xla_flags.OPT_OUT: "0"}) == {}
+    line = xla_flags.describe({}, {}, init=xla_flags.init_options("cpu", {}))
+    assert line.endswith("initialisation compiled with --xla_backend_optimization_level=0")
+
+
+def test_the_setup_initialises_with_its_options_the_same_random_draws(monkeypatch):
+    """The unoptimised initialisation program draws what the optimised one draws: the same values up to
+    LLVM's floating-point contraction (last bit), for every parameter and BatchNorm statistic."""
+    from bisenet_jax.benchmarks import train_speed
+    from bisenet_jax.train import setup as setup_module
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    config = train_speed.benchmark_config("bisenetv1_r18", 11, "float32", 2, 64, 64)
+    setup = setup_module.create_train_setup(config, ignore_label=255)
+    assert setup.init_options == {"xla_backend_optimization_level": 0}
+    model = setup_module.build_model(config)
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.train.seed))
+    optimised = jax.jit(lambda rng: model.init(rng, jnp.zeros((1, 64, 64, 3)), train=False))(init_rng)
+    got = {"params": setup.state.params, "batch_stats": setup.state.batch_stats}
+    paths = jax.tree_util.tree_leaves_with_path(optimised)
+    assert len(paths) == len(jax.tree_util.tree_leaves(got)) > 100
+    for (path, want), have in zip(paths, jax.tree_util.tree_leaves(got)):
+        scale = float(jnp.abs(want).max()) or 1.0
+        assert float(jnp.abs(have - want).max()) <= 1e-6 * scale, jax.tree_util.keystr(path)

@@ -95,7 +95,7 @@ def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num
                             random_batch(batch_size, height, width, num_classes))
     times = step_times(step.run, warmup, steps)
     result = _result("jax", model, batch_size, height, width, dtype, times, step.compile_seconds)
-    return {**result, "xla_options": xla_flags.describe(step.setup.step_options)}
+    return {**result, "xla_options": xla_flags.describe(step.setup.step_options, init=step.setup.init_options)}
 
 
 def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,

@@ -35,6 +35,7 @@ class TrainSetup:
     batch_sharding: NamedSharding
     # The train step's XLA compiler options (bisenet_jax/xla_flags.py); xla_flags.describe() for the log.
     step_options: dict = dataclasses.field(default_factory=dict)
+    init_options: dict = dataclasses.field(default_factory=dict)  # the initialisation program's
 
     def abstract_state(self) -> Any:
         """ShapeDtypeStructs of the state on its shardings: the restore target of a checkpoint."""
@@ -65,8 +66,11 @@ def create_train_setup(config, *, ignore_label: int) -> TrainSetup:
 
     abstract = jax.eval_shape(init, init_rng)
     shardings = jax.tree_util.tree_map(lambda _: replicated(mesh), abstract)
-    state = jax.jit(init, out_shardings=shardings)(init_rng)
+    # Compiled with its own options: the one-off program's compilation is mostly LLVM (xla_flags.py).
+    init_options = xla_flags.init_options()
+    state = jax.jit(init, out_shardings=shardings).lower(init_rng).compile(compiler_options=init_options)(init_rng)
     step_options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(abstract.params))
     train_step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule,
                                     ignore_label, kernels=model.kernels, compiler_options=step_options)
-    return TrainSetup(mesh, model, state, shardings, schedule, train_step, batch_sharding(mesh), step_options)
+    return TrainSetup(mesh, model, state, shardings, schedule, train_step, batch_sharding(mesh), step_options,
+                      init_options)
