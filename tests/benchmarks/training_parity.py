@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from bisenet_jax.benchmarks import torch_reference  # noqa: E402
 from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe  # noqa: E402
 from bisenet_jax.convert.state_dict import to_torch_state_dict  # noqa: E402
-from bisenet_jax.models import create_model  # noqa: E402
+from bisenet_jax.models import create_model, init_variables  # noqa: E402
 from bisenet_jax.train.optim import create_optimizer  # noqa: E402
 from bisenet_jax.train.state import TrainState  # noqa: E402
 from bisenet_jax.train.step import train_step  # noqa: E402
@@ -44,7 +44,7 @@ def main(recipe: str) -> None:
 
     no_dropout = {"dropout": 0.0} if config.model.name == "bisenetv2" else {}
     model = create_model(config.model.name, 11, dtype=jnp.float64, **no_dropout)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 96, 3)), train=False)
+    variables = init_variables(model, 0)
     params = jax.tree.map(lambda p: p.astype(jnp.float64), variables["params"])
     tx, schedule = create_optimizer(config)
     state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=variables["batch_stats"],

@@ -213,9 +213,9 @@ def test_a_fresh_jax_model_draws_its_weights_from_the_reference_initialisation(m
     import jax
     import jax.numpy as jnp
 
-    from bisenet_jax.models import create_model
+    from bisenet_jax.models import create_model, init_variables
 
-    variables = create_model(model_name, 11).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+    variables = init_variables(create_model(model_name, 11), 0)
     ours = to_torch_state_dict(jax.device_get(variables), model_name)
     torch.manual_seed(0)
     reference = build_torch_model(model_name, 11, aux_heads=True).state_dict()

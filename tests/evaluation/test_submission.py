@@ -12,7 +12,7 @@ from bisenet_jax import data
 from bisenet_jax.data.kinds import cityscapes
 from bisenet_jax.evaluation.predict import Predictor
 from bisenet_jax.evaluation.submission import train_id_to_label_id, write_submission
-from bisenet_jax.models import create_model
+from bisenet_jax.models import create_model, init_variables
 
 
 def test_train_ids_map_back_to_the_label_ids_the_training_map_sends_to_them():
@@ -32,7 +32,7 @@ def test_submission_writes_label_ids_named_for_the_server_and_a_flat_zip(tmp_pat
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(path)
     model = create_model("bisenetv2", 19, aux_heads=False)
-    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 128, 3), np.float32), train=False)
+    variables = init_variables(model, 0, (1, 64, 128, 3))
     predictor = Predictor(model, variables, data.get_dataset_info("cityscapes"))
 
     archive = write_submission(predictor, [tmp_path / "leftImg8bit" / "test"], tmp_path / "submission")
@@ -52,7 +52,7 @@ def test_submission_writes_label_ids_named_for_the_server_and_a_flat_zip(tmp_pat
 
 def test_submission_refuses_a_model_of_another_dataset(tmp_path):
     model = create_model("bisenetv2", 11, aux_heads=False)
-    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32), train=False)
+    variables = init_variables(model, 0)
     predictor = Predictor(model, variables, data.get_dataset_info("camvid"))
     with pytest.raises(ValueError, match="19-class Cityscapes model"):
         write_submission(predictor, [tmp_path], tmp_path / "out")

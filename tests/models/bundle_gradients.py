@@ -13,7 +13,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bisenet_jax.models import create_model  # noqa: E402
+from bisenet_jax.models import create_model, init_variables  # noqa: E402
 from bisenet_jax.train.losses import segmentation_loss  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def main(name: str, height: int, width: int) -> None:
     images = jnp.asarray(rng.normal(size=(2, height, width, 3)))
     labels = jnp.asarray(rng.integers(0, 5, size=(2, height, width)), jnp.int32)
     models = {k: create_model(name, 5, kernels=k, dtype=jnp.float64) for k in ("cpu", "xla")}
-    variables = models["xla"].init(jax.random.key(0), images, train=False)
+    variables = init_variables(models["xla"], 0)
     params = jax.tree.map(lambda p: p.astype(jnp.float64), variables["params"])
     stats = jax.tree.map(lambda p: p.astype(jnp.float64), variables["batch_stats"])
 

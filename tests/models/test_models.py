@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from bisenet_jax.models import create_model, list_models, resize
+from bisenet_jax.models import create_model, init_variables, list_models, resize
 
 NUM_CLASSES = 19
 V1_NAMES = ["bisenetv1_r18", "bisenetv1_r34", "bisenetv1_r50", "bisenetv1_r101", "bisenetv1_x39"]
@@ -551,7 +551,7 @@ def test_v2_dropout_option_turns_the_heads_dropout_off_and_is_checked():
 
     for rate, same in ((0.0, True), (0.1, False)):
         model = create_model("bisenetv2", 3, dropout=rate)
-        variables = model.init(jax.random.key(0), x, train=False)
+        variables = init_variables(model, 0)
         a, b = train_logits(model, variables, 1), train_logits(model, variables, 2)
         assert a.shape[0] == 5
         for head in range(5):  # every head's dropout follows the option
@@ -562,3 +562,15 @@ def test_v2_dropout_option_turns_the_heads_dropout_off_and_is_checked():
     for bad in (1.0, -0.1, "0.1", True):
         with pytest.raises(ValueError, match="dropout must be a rate in"):
             create_model("bisenetv2", 3, dropout=bad)
+
+
+def test_init_variables_is_model_init_compiled():
+    model = create_model("bisenetv1_r18", 7)
+    variables = init_variables(model, 3, (1, 64, 96, 3))
+    expected = jax.eval_shape(lambda: model.init(jax.random.key(3), jnp.zeros((1, 64, 64, 3)), train=False))
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), variables) == jax.tree.map(lambda a: (a.shape, a.dtype), expected)
+    # A seed is jax.random.key(seed); another seed draws other weights.
+    again = init_variables(model, jax.random.key(3))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(again)))
+    kernel = variables["params"]["cp"]["resnet"]["conv1"]["kernel"]
+    assert not np.array_equal(kernel, init_variables(model, 4)["params"]["cp"]["resnet"]["conv1"]["kernel"])

@@ -10,7 +10,7 @@ import pytest
 from flax import traverse_util
 
 from bisenet_jax import checkpoints, convert
-from bisenet_jax.models import create_model
+from bisenet_jax.models import create_model, init_variables
 from bisenet_jax.train import loop
 from bisenet_jax.train.config import config_from_file
 from bisenet_jax.train.initialise import initial_state
@@ -33,7 +33,7 @@ def tiny_config(init_checkpoint: str):
 @pytest.fixture(scope="module")
 def source_variables():
     model = create_model("bisenetv2", SOURCE_CLASSES)
-    variables = model.init(jax.random.PRNGKey(42), np.zeros((1, 64, 64, 3), np.float32), train=False)
+    variables = init_variables(model, 42)
     return jax.tree_util.tree_map(np.asarray, variables)
 
 
@@ -79,7 +79,7 @@ def test_finetuning_run_trains_from_the_source(source_path, tmp_path):
 
 def test_a_source_of_another_model_is_refused(tmp_path):
     model = create_model("bisenetv1_x39", SOURCE_CLASSES)
-    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32), train=False)
+    variables = init_variables(model, 0)
     path = checkpoints.save_model(tmp_path / "x39", variables, model_name="bisenetv1_x39", num_classes=SOURCE_CLASSES)
     config = tiny_config(str(path))
     with pytest.raises(checkpoints.CheckpointMismatchError, match="model_name: checkpoint has 'bisenetv1_x39'"):
