@@ -128,9 +128,18 @@ def test_the_setup_initialises_with_its_options_the_same_random_draws(monkeypatc
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    compiled_with = []
+    real_compile = jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None, **kwargs):
+        compiled_with.append(compiler_options)
+        return real_compile(self, compiler_options=compiler_options, **kwargs)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
     config = train_speed.benchmark_config("bisenetv1_r18", 11, "float32", 2, 64, 64)
     setup = setup_module.create_train_setup(config, ignore_label=255)
     assert setup.init_options == {"xla_backend_optimization_level": 0}
+    assert compiled_with == [{"xla_backend_optimization_level": 0}]  # the init program (the step compiles later)
     model = setup_module.build_model(config)
     init_rng, _ = jax.random.split(jax.random.PRNGKey(config.train.seed))
     optimised = jax.jit(lambda rng: model.init(rng, jnp.zeros((1, 64, 64, 3)), train=False))(init_rng)

@@ -65,9 +65,11 @@ def init_variables(model: nn.Module, rng: int | jax.Array = 0,
     """``model.init(rng, zeros(input_shape), train=False)`` (``rng``: a seed or a key) as one compiled program,
     with the initialisation's compiler options (``xla_flags.init_options``). The parameters do not depend on
     ``input_shape`` (any size the model takes will do). Eagerly, ``model.init`` dispatches thousands of small
-    ops (51 s for V2 in float64 on 2 cores); under a plain ``jax.jit`` its compilation takes 13-26 s at XLA:CPU's
+    ops (56 s for V2 on 2 cores); under a plain ``jax.jit`` its compilation takes 13-26 s at XLA:CPU's
     default optimisation; this compiles in 5-14 s (measured in session 25, docs/profile.md)."""
-    key = jax.random.key(rng) if isinstance(rng, int) else rng
+    if isinstance(rng, bool) or not isinstance(rng, (numbers.Integral, jax.Array)):
+        raise TypeError(f"rng must be an integer seed or a jax.random key, got {rng!r}")
+    key = jax.random.key(int(rng)) if isinstance(rng, numbers.Integral) else rng
     init = jax.jit(lambda key: model.init(key, jnp.zeros(tuple(input_shape), jnp.float32), train=False))
     return init.lower(key).compile(compiler_options=xla_flags.init_options())(key)
 

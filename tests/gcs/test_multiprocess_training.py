@@ -123,7 +123,7 @@ def test_two_processes_train_what_one_process_trains_and_resume_together_from_on
         assert whole < 1e-7 and largest < 1e-6, (step, whole, largest)
 
 
-@pytest.mark.slow  # two processes training for a one-minute budget
+@pytest.mark.slow  # two processes training for a 90-second budget
 def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_path):
     """On the time clock the schedule's position and the budget's end come from process 0's clock. Process 1's
     clock here jumps 15 s ahead after the start: were it read, process 1 would stop (and save) while process 0
@@ -131,17 +131,19 @@ def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_pat
     workdir = f"{gcs.create_bucket('bisenet-time')}/run"
     logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=15,
                  flags=("--config.model.dtype=float32", "--config.optimizer.schedule_clock=time",
-                        "--config.train.time_budget_minutes=1.0", "--config.train.num_steps=100000",
+                        "--config.train.time_budget_minutes=1.5", "--config.train.num_steps=100000",
                         "--config.optimizer.total_steps=1000", "--config.train.checkpoint_every=100000",
                         "--config.train.log_every=5"))
     assert "learning-rate schedule on the time clock" in logs[0]
     stopped = [line for line in logs[0].splitlines() if line.startswith("stopped at step ")]
-    assert len(stopped) == 1 and "time budget of 1.0 min reached" in stopped[0], logs[0][-3000:]
+    assert len(stopped) == 1 and "time budget of 1.5 min reached" in stopped[0], logs[0][-3000:]
     step = int(stopped[0].split()[3].rstrip(":"))
-    assert step >= 2, logs[0][-3000:]  # it trained (8-20 steps in the 30 s here, depending on the load)  # trained for a while after compiling
+    # It trained after compiling. The budget was 60 s until session 25, when, beside the step-clock test under
+    # pytest -n 2 on the 2-core AMD EPYC, the start-ups of the four processes took all of it (stopped at step 1).
+    assert step >= 2, logs[0][-3000:]
     with checkpoints.create_manager(f"{workdir}/checkpoints", read_only=True) as manager:
         assert list(manager.all_steps()) == [step]
-        assert checkpoints.read_meta(manager, step)["schedule_seconds"] > 60.0
+        assert checkpoints.read_meta(manager, step)["schedule_seconds"] > 90.0
     lines = paths.path(f"{workdir}/metrics.jsonl").read_text().splitlines()
     lrs = {r["step"]: r["train/lr"] for r in map(json.loads, lines) if "train/lr" in r}
     # The schedule decayed with the budget (1000 virtual steps), not over the 100000-step cap.
