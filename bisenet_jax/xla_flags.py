@@ -1,4 +1,4 @@
-"""XLA compiler options for the train step on CPU: the measured fast path, and only where it is one.
+"""XLA compiler options on CPU for the train step (the measured fast path, and only where it is one) and the initialisation.
 
 By default XLA:CPU hands each convolution to YNNPACK (the fusion type ``individual_convolution``).
 Setting the type to ``dot,eltwise,reduce`` replaces that default: YNNPACK gets the step's matmuls,
@@ -84,33 +84,32 @@ def defaults_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return environ.get(OPT_OUT, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _cpu_options(options: Mapping, backend: str | None, environ: Mapping[str, str] | None) -> dict:
+    """``options`` on the "cpu" backend (default ``jax.default_backend()``) less those the user's ``XLA_FLAGS``
+    sets; {} on other backends and with the opt-out."""
+    environ = os.environ if environ is None else environ
+    if backend is None:
+        import jax
+        backend = jax.default_backend()
+    if backend != "cpu" or not defaults_enabled(environ):
+        return {}
+    user = _user_flag_names(environ)
+    return {name: value for name, value in options.items() if name not in user}
+
+
 def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None, *,
                        depthwise: bool = False) -> dict[str, str]:
     """The ``compiler_options`` for ``jax.jit`` of the train step: the CPU flags above on the "cpu"
     backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}.
     ``depthwise``: the model has depthwise convolutions (``DEPTHWISE_TRAIN_STEP_CPU_FLAGS``)."""
-    environ = os.environ if environ is None else environ
-    if backend is None:
-        import jax
-        backend = jax.default_backend()
-    if backend != "cpu" or not defaults_enabled(environ):
-        return {}
-    user = _user_flag_names(environ)
     flags = DEPTHWISE_TRAIN_STEP_CPU_FLAGS if depthwise else TRAIN_STEP_CPU_FLAGS
-    return {name: _compiler_value(value) for name, value in flags.items() if name not in user}
+    return {name: _compiler_value(value) for name, value in _cpu_options(flags, backend, environ).items()}
 
 
 def init_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, int]:
     """The ``compiler_options`` for the initialisation program (``train/setup.py``): ``INIT_CPU_OPTIONS``
     on the "cpu" backend, minus any the user set in ``XLA_FLAGS``; else {} (and with the opt-out)."""
-    environ = os.environ if environ is None else environ
-    if backend is None:
-        import jax
-        backend = jax.default_backend()
-    if backend != "cpu" or not defaults_enabled(environ):
-        return {}
-    user = _user_flag_names(environ)
-    return {name: value for name, value in INIT_CPU_OPTIONS.items() if name not in user}
+    return _cpu_options(INIT_CPU_OPTIONS, backend, environ)
 
 
 def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = None, *,

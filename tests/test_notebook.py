@@ -17,7 +17,7 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "inspect_bisenet.ipynb"
 
 def _kernel_env() -> dict[str, str]:
     """The test process's environment plus its persistent JAX compilation cache (see conftest), so
-    the kernel reuses compiled programs across runs (model.init is the slowest cell)."""
+    the kernel reuses compiled programs across runs (initialising the model is the slowest cell)."""
     import jax
 
     env = dict(os.environ)
