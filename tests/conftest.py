@@ -27,14 +27,29 @@ def camvid_root() -> pathlib.Path:
     return root
 
 
+TEST_JAX_CACHE = os.environ.get("BISENET_TEST_JAX_CACHE",
+                                str(pathlib.Path.home() / ".cache" / "bisenet_jax" / "jax_tests"))
+# Least recently used programs are evicted beyond this (JAX's own LRU cache): one full run writes ~0.5 GB.
+TEST_JAX_CACHE_MAX_BYTES = 2 * 1024**3
+
+
 def pytest_configure(config):
     """A persistent XLA compilation cache outside the repository: later runs (and the resume tests,
-    which compile the same step twice) reuse compiled programs."""
+    which compile the same step twice) reuse compiled programs.
+
+    The tests' subprocesses (training CLIs, float64 comparisons in a fresh interpreter) inherit it
+    through the environment JAX reads at start-up. A run of several processes joined by
+    jax.distributed gets a cache of its own instead (tests/gcs/test_multiprocess_training.py,
+    tests/evaluation/test_eval_multiprocess.py): its processes must all find, or all miss, a program."""
     import jax
 
-    cache = os.environ.get("BISENET_TEST_JAX_CACHE", str(pathlib.Path.home() / ".cache" / "bisenet_jax" / "jax_tests"))
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_JAX_CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(TEST_JAX_CACHE_MAX_BYTES))
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,16 +16,11 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "inspect_bisenet.ipynb"
 
 
 def _kernel_env() -> dict[str, str]:
-    """The test process's environment plus its persistent JAX compilation cache (see conftest), so
-    the kernel reuses compiled programs across runs (initialising the model is the slowest cell)."""
-    import jax
-
-    env = dict(os.environ)
-    cache = jax.config.jax_compilation_cache_dir
-    if cache:
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-    return env
+    """The test process's environment, which carries its persistent JAX compilation cache (see
+    conftest), so the kernel reuses compiled programs across runs (initialising the model is the
+    slowest cell)."""
+    assert os.environ.get("JAX_COMPILATION_CACHE_DIR"), "tests/conftest.py sets the cache for subprocesses"
+    return dict(os.environ)
 
 
 @pytest.fixture(scope="module")

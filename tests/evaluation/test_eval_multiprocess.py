@@ -23,7 +23,8 @@ def free_port() -> int:
 
 def test_two_processes_sum_one_confusion_matrix_for_the_split(tmp_path, tiny_model):
     port = free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    # A compilation cache of the run's own (tests/conftest.py): both processes find, or both miss, a program.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
     procs = [subprocess.Popen([sys.executable, str(HERE / "multiprocess_eval.py"), str(port), str(i),
                                str(tmp_path / f"{i}.json")], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]

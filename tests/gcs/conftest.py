@@ -48,16 +48,13 @@ class Emulator:
 
     def env(self, emulator: str | None = "default") -> dict[str, str]:
         """The environment of a subprocess: the emulator (or ``emulator``, or none), no credentials, every
-        metadata probe on a closed local port, and the tests' compilation cache."""
+        metadata probe on a closed local port, and the tests' compilation cache (inherited: tests/conftest.py)."""
         closed = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items()
                if k not in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
                             "CLOUD_STORAGE_EMULATOR_ENDPOINT", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "XLA_FLAGS")}
         env.update(CLOUDSDK_CONFIG=str(self.home), GCE_METADATA_HOST=closed, GCE_METADATA_IP=closed,
-                   GCE_METADATA_ROOT=closed, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                   JAX_COMPILATION_CACHE_DIR=os.environ.get(
-                       "BISENET_TEST_JAX_CACHE", str(pathlib.Path.home() / ".cache" / "bisenet_jax" / "jax_tests")),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+                   GCE_METADATA_ROOT=closed, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
         if emulator == "default":
             env["STORAGE_EMULATOR_HOST"] = self.url
         elif emulator:

@@ -12,10 +12,13 @@ per-process BatchNorm, a per-process loss mean or another batch order would chan
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -40,18 +43,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_cache(name: str) -> pathlib.Path:
+    """A compilation cache of the runs named ``name``, beside the tests' own (tests/conftest.py) so that
+    later test sessions reuse it. The processes of a run must find (or miss) a program in it together:
+    one compiling while the other already runs the program's first collective would make gloo give up
+    after 30 s. An interrupted run can leave a cache that holds one process's programs only, so a folder
+    counts only with the marker that a finished run leaves; without it the folder is emptied first."""
+    return pathlib.Path(f"{os.environ['JAX_COMPILATION_CACHE_DIR']}_two_processes") / name
+
+
 def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cache: str = "",
           flags: tuple[str, ...] = (), clock_ahead_in_process_1: int = 0) -> list[str]:
     """``processes`` processes with 4 // processes CPU devices each; process 0 may get a SIGTERM.
-
-    ``cache``: a compilation cache folder of their own. The processes of a run must find (or miss) a
-    program in the cache together: one compiling while the other already runs the program's first
-    collective would make gloo give up after 30 s (an earlier, interrupted run can leave a cache
-    that holds one process's programs only).
-    """
+    ``cache``: the name of a :func:`run_cache` for the run (a single process uses the tests' own)."""
     env = dict(emulator.env(), JAX_ENABLE_X64="1", XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
     if cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = cache
+        folder, complete = run_cache(cache), run_cache(cache) / "complete"
+        if complete.exists():
+            complete.unlink()  # back once this run has finished too
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        env["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", f"--num_processes={processes}",
                "--cpu_collectives=gloo"] if processes > 1 else []
     def fault(i):
@@ -61,14 +73,22 @@ def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cach
 
     commands = [[sys.executable, str(HERE / "gcs_run.py"), *fault(i), *FLAGS, *flags, f"--workdir={workdir}", *cluster,
                  *([f"--process_id={i}"] if processes > 1 else [])] for i in range(processes)]
-    procs = [subprocess.Popen(c, cwd=HERE.parents[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for c in commands]
+    # Logs to files, not pipes: a process whose pipe filled up while the test waited on the other would
+    # stop in its next write, and the other in its next collective.
+    files = [tempfile.TemporaryFile("w+") for _ in range(processes)]
+    procs = [subprocess.Popen(c, cwd=HERE.parents[1], env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+             for c, f in zip(commands, files)]
     try:
-        logs = [p.communicate(timeout=600)[0] for p in procs]
-    finally:
         for p in procs:
+            p.wait(timeout=600)
+        logs = [(f.seek(0), f.read())[1] for f in files]
+    finally:
+        for p, f in zip(procs, files):
             p.kill()
+            f.close()
     assert all(p.returncode == 0 for p in procs), "\n----\n".join(log[-3000:] for log in logs)
+    if cache:
+        complete.touch()
     return logs
 
 
@@ -90,14 +110,14 @@ def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 @pytest.mark.slow  # three runs of float64 compiles and steps
 def test_two_processes_train_what_one_process_trains_and_resume_together_from_one_gs_workdir(
-        gcs, tmp_path, record_property):
+        gcs, record_property):
     # One test, not several sharing a module fixture: under pytest-xdist each worker would start its
     # own copy of these runs.
     bucket = gcs.create_bucket("bisenet-multi")
     single, multi = f"{bucket}/one_process", f"{bucket}/two_processes"
     train(gcs, single, processes=1)  # steps 1..5, checkpoints 3 and 5
-    first = train(gcs, multi, processes=2, sigterm_at_step=3, cache=str(tmp_path / "cache"))
-    second = train(gcs, multi, processes=2, cache=str(tmp_path / "cache"))
+    first = train(gcs, multi, processes=2, sigterm_at_step=3, cache="resume")
+    second = train(gcs, multi, processes=2, cache="resume")
 
     # A preemption notice to one process stops both at the same step; both resume from the workdir.
     assert "2 process(es)" in first[0] and "stopped at step 3: preempted" in first[0]
@@ -124,12 +144,12 @@ def test_two_processes_train_what_one_process_trains_and_resume_together_from_on
 
 
 @pytest.mark.slow  # two processes training for a 90-second budget
-def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_path):
+def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs):
     """On the time clock the schedule's position and the budget's end come from process 0's clock. Process 1's
     clock here jumps 15 s ahead after the start: were it read, process 1 would stop (and save) while process 0
     trains on, and the run would fail in the next collective."""
     workdir = f"{gcs.create_bucket('bisenet-time')}/run"
-    logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=15,
+    logs = train(gcs, workdir, processes=2, cache="time_clock", clock_ahead_in_process_1=15,
                  flags=("--config.model.dtype=float32", "--config.optimizer.schedule_clock=time",
                         "--config.train.time_budget_minutes=1.5", "--config.train.num_steps=100000",
                         "--config.optimizer.total_steps=1000", "--config.train.checkpoint_every=100000",
@@ -152,12 +172,12 @@ def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs, tmp_pat
 
 
 @pytest.mark.slow  # two processes training for a 90-second budget
-def test_two_processes_stop_together_at_the_time_budget_on_the_step_clock(gcs, tmp_path):
+def test_two_processes_stop_together_at_the_time_budget_on_the_step_clock(gcs):
     """The step clock's time budget, too, is read on process 0's clock: process 1's clock jumps 10 s ahead
     after the start, so, were each process to read its own, process 1 would leave the loop (and save) some
     10 s of steps before process 0, which would then wait in its next collective and fail."""
     workdir = f"{gcs.create_bucket('bisenet-budget')}/run"
-    logs = train(gcs, workdir, processes=2, cache=str(tmp_path / "cache"), clock_ahead_in_process_1=10,
+    logs = train(gcs, workdir, processes=2, cache="step_clock", clock_ahead_in_process_1=10,
                  flags=("--config.model.dtype=float32", "--config.train.time_budget_minutes=1.5",
                         "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
                         "--config.train.log_every=5"))
