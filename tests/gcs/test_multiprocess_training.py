@@ -58,7 +58,8 @@ def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cach
     ``cache``: the name of a :func:`run_cache` for the run (a single process uses the tests' own)."""
     env = dict(emulator.env(), JAX_ENABLE_X64="1", XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
     if cache:
-        folder, complete = run_cache(cache), run_cache(cache) / "complete"
+        folder = run_cache(cache)
+        complete = folder / "complete"
         if complete.exists():
             complete.unlink()  # back once this run has finished too
         else:
