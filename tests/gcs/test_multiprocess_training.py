@@ -5,8 +5,9 @@ both processes writing one gs:// workdir, then both resuming from it.
 Computed in float64 (JAX_ENABLE_X64, config.model.dtype) so that the two layouts' different
 summation orders cost float64 rounding only. The comparison still ends at float32 resolution: the
 parameters stay float32 in every dtype (the models keep param_dtype=float32) and the loss is reduced
-in float32, so the two runs differ by float32 rounding (measured with V1-R18: the losses by 7e-10 relative,
-the parameter vectors by 3e-12 after 3 steps and 2e-8 after the resumed steps 4-5), far below what a
+in float32, so the two runs may differ by float32 rounding (measured with V1-R18 at 64x64: the losses by
+7e-10 relative, the parameter vectors by 3e-12 after 3 steps and 2e-8 after the resumed steps 4-5; at
+the 32x32 crops used now: the losses by 2e-15, the float32 parameters identical), far below what a
 per-process BatchNorm, a per-process loss mean or another batch order would change (1e-3 and more).
 """
 from __future__ import annotations
@@ -31,8 +32,10 @@ HERE = pathlib.Path(__file__).parent
 # BatchNorm, one loss mean, one workdir, a preemption seen by all), which R18 exercises with BatchNorm, the
 # OHEM loss on three heads and a max pool, and its float64 step compiles in a fraction of V2's time (this
 # test took 517 s of the suite with V2). Dropout under sharding stays covered by tests/train/test_sharding.py.
+# Crops of 32x32 rather than the tiny config's 64x64: float64 convolutions are slow in XLA:CPU (a single
+# process's run took 62 s at 64x64, 43 s at 32x32, with every program in the compilation cache).
 FLAGS = ["--config", str(HERE.parents[1] / "configs" / "tiny.py"), "--config.model.name=bisenetv1_r18",
-         "--config.model.dtype=float64",
+         "--config.model.dtype=float64", "--config.data.crop_size=(32,32)",
          "--config.train.eval_every=-1", "--config.train.num_prediction_images=0", "--config.train.num_steps=5",
          "--config.train.checkpoint_every=3", "--config.train.log_every=1"]
 
