@@ -12,6 +12,9 @@ FAULT is one of (STEP counts the steps of this start, so on a fresh workdir it i
                      process of the run saves step STEP and stops;
   clock_ahead        this process's wall clock, as the loop reads it for the time budget and the time-driven
                      schedule, jumps STEP seconds ahead after its first reading.
+
+BISENET_TEST_STEP_SLEEP (seconds, default 0) makes the process sleep before every step: runs whose length
+is a time budget then leave the CPU to whatever runs beside them.
 """
 from __future__ import annotations
 
@@ -73,5 +76,15 @@ elif fault == "clock_ahead":
     loop.time = types.SimpleNamespace(time=jumping_clock(), time_ns=time.time_ns, strftime=time.strftime)
 elif fault != "none":
     raise SystemExit(f"unknown fault {fault!r}")
+
+step_sleep = float(os.environ.get("BISENET_TEST_STEP_SLEEP", "0"))
+if step_sleep:
+    import time as time_module
+
+    def sleeping(batch, sharding, make=loop.data_lib.make_global_batch):
+        time_module.sleep(step_sleep)
+        return make(batch, sharding)
+
+    loop.data_lib.make_global_batch = sleeping
 
 cli.run(main.main)

@@ -55,45 +55,63 @@ def run_cache(name: str) -> pathlib.Path:
     return pathlib.Path(f"{os.environ['JAX_COMPILATION_CACHE_DIR']}_two_processes") / name
 
 
-def train(emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cache: str = "",
-          flags: tuple[str, ...] = (), clock_ahead_in_process_1: int = 0) -> list[str]:
-    """``processes`` processes with 4 // processes CPU devices each; process 0 may get a SIGTERM.
-    ``cache``: the name of a :func:`run_cache` for the run (a single process uses the tests' own)."""
-    env = dict(emulator.env(), JAX_ENABLE_X64="1", XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
-    if cache:
-        folder = run_cache(cache)
-        complete = folder / "complete"
-        if complete.exists():
-            complete.unlink()  # back once this run has finished too
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-        env["JAX_COMPILATION_CACHE_DIR"] = str(folder)
-    cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", f"--num_processes={processes}",
-               "--cpu_collectives=gloo"] if processes > 1 else []
-    def fault(i):
-        if sigterm_at_step and i == 0:
-            return ["sigterm_after_step", str(sigterm_at_step)]
-        return ["clock_ahead", str(clock_ahead_in_process_1)] if clock_ahead_in_process_1 and i == 1 else ["none", "0"]
+class Run:
+    """``processes`` processes with 4 // processes CPU devices each, started; :meth:`logs` waits for them.
+    Process 0 may get a SIGTERM after a step, process 1 a clock that jumps ahead. ``cache``: the name of a
+    :func:`run_cache` for the run (a single process uses the tests' own). ``step_sleep``: seconds every
+    process sleeps before each step (gcs_run.py), for runs whose length is a wall-clock budget: they then
+    leave most of the CPU to the tests running beside them."""
 
-    commands = [[sys.executable, str(HERE / "gcs_run.py"), *fault(i), *FLAGS, *flags, f"--workdir={workdir}", *cluster,
-                 *([f"--process_id={i}"] if processes > 1 else [])] for i in range(processes)]
-    # Logs to files, not pipes: a process whose pipe filled up while the test waited on the other would
-    # stop in its next write, and the other in its next collective.
-    files = [tempfile.TemporaryFile("w+") for _ in range(processes)]
-    procs = [subprocess.Popen(c, cwd=HERE.parents[1], env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
-             for c, f in zip(commands, files)]
-    try:
-        for p in procs:
-            p.wait(timeout=600)
-        logs = [(f.seek(0), f.read())[1] for f in files]
-    finally:
-        for p, f in zip(procs, files):
-            p.kill()
-            f.close()
-    assert all(p.returncode == 0 for p in procs), "\n----\n".join(log[-3000:] for log in logs)
-    if cache:
-        complete.touch()
-    return logs
+    def __init__(self, emulator, workdir: str, processes: int, sigterm_at_step: int = 0, cache: str = "",
+                 flags: tuple[str, ...] = (), clock_ahead_in_process_1: int = 0, step_sleep: float = 0.0):
+        env = dict(emulator.env(), JAX_ENABLE_X64="1", BISENET_TEST_STEP_SLEEP=str(step_sleep),
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
+        self.complete = None
+        if cache:
+            folder = run_cache(cache)
+            self.complete = folder / "complete"
+            if self.complete.exists():
+                self.complete.unlink()  # back once this run has finished too
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+            env["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+        cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", f"--num_processes={processes}",
+                   "--cpu_collectives=gloo"] if processes > 1 else []
+
+        def fault(i):
+            if sigterm_at_step and i == 0:
+                return ["sigterm_after_step", str(sigterm_at_step)]
+            if clock_ahead_in_process_1 and i == 1:
+                return ["clock_ahead", str(clock_ahead_in_process_1)]
+            return ["none", "0"]
+
+        commands = [[sys.executable, str(HERE / "gcs_run.py"), *fault(i), *FLAGS, *flags, f"--workdir={workdir}",
+                     *cluster, *([f"--process_id={i}"] if processes > 1 else [])] for i in range(processes)]
+        # Logs to files, not pipes: a process whose pipe filled up while the test waited on the other would
+        # stop in its next write, and the other in its next collective.
+        self.files = [tempfile.TemporaryFile("w+") for _ in range(processes)]
+        self.procs = [subprocess.Popen(c, cwd=HERE.parents[1], env=env, stdout=f, stderr=subprocess.STDOUT,
+                                       text=True) for c, f in zip(commands, self.files)]
+
+    def logs(self) -> list[str]:
+        """Waits for every process; each one's output once all exited with 0 (else the assertion names them)."""
+        try:
+            for p in self.procs:
+                p.wait(timeout=600)
+            logs = [(f.seek(0), f.read())[1] for f in self.files]
+        finally:
+            for p, f in zip(self.procs, self.files):
+                p.kill()
+                f.close()
+        assert all(p.returncode == 0 for p in self.procs), "\n----\n".join(log[-3000:] for log in logs)
+        if self.complete is not None:
+            self.complete.touch()
+        return logs
+
+
+def train(emulator, workdir: str, processes: int, **options) -> list[str]:
+    """A :class:`Run`, waited for: its processes' logs."""
+    return Run(emulator, workdir, processes, **options).logs()
 
 
 def losses(workdir: str) -> dict[int, float]:
@@ -147,51 +165,54 @@ def test_two_processes_train_what_one_process_trains_and_resume_together_from_on
         assert whole < 1e-7 and largest < 1e-6, (step, whole, largest)
 
 
-@pytest.mark.slow  # two processes training for a 90-second budget
-def test_two_processes_follow_process_0s_clock_on_the_time_schedule(gcs):
-    """On the time clock the schedule's position and the budget's end come from process 0's clock. Process 1's
-    clock here jumps 15 s ahead after the start: were it read, process 1 would stop (and save) while process 0
-    trains on, and the run would fail in the next collective."""
-    workdir = f"{gcs.create_bucket('bisenet-time')}/run"
-    logs = train(gcs, workdir, processes=2, cache="time_clock", clock_ahead_in_process_1=15,
-                 flags=("--config.model.dtype=float32", "--config.optimizer.schedule_clock=time",
-                        "--config.train.time_budget_minutes=1.5", "--config.train.num_steps=100000",
-                        "--config.optimizer.total_steps=1000", "--config.train.checkpoint_every=100000",
-                        "--config.train.log_every=5"))
-    assert "learning-rate schedule on the time clock" in logs[0]
-    stopped = [line for line in logs[0].splitlines() if line.startswith("stopped at step ")]
-    assert len(stopped) == 1 and "time budget of 1.5 min reached" in stopped[0], logs[0][-3000:]
-    step = int(stopped[0].split()[3].rstrip(":"))
-    # It trained after compiling. The budget was 60 s until session 25, when, beside the step-clock test under
-    # pytest -n 2 on the 2-core AMD EPYC, the start-ups of the four processes took all of it (stopped at step 1).
-    assert step >= 2, logs[0][-3000:]
-    with checkpoints.create_manager(f"{workdir}/checkpoints", read_only=True) as manager:
+def stopped_step(log: str) -> int:
+    """The step at which the run's one "stopped at step N: time budget ..." line says it stopped."""
+    stopped = [line for line in log.splitlines() if line.startswith("stopped at step ")]
+    assert len(stopped) == 1 and "time budget of 1.5 min reached" in stopped[0], log[-3000:]
+    return int(stopped[0].split()[3].rstrip(":"))
+
+
+@pytest.mark.slow  # two runs of two processes, side by side, for a 90-second budget
+def test_two_processes_read_the_time_budget_and_the_time_schedule_on_process_0s_clock(gcs, record_property):
+    """On either clock the budget's end, and on the time clock the schedule's position, come from process 0's
+    clock. Process 1's clock jumps ahead after the start (15 s in the time-clock run, 10 s in the step-clock
+    run): were it read, process 1 would stop (and save) while process 0 trains on, and the run would fail in
+    its next collective.
+
+    The two runs are independent (each its own coordinator, workdir and cache) and run at the same time, each
+    process sleeping 2 s before every step: a budget is wall-clock time, which the test would otherwise spend
+    training (two tests of 135 s each under pytest -n 2 on the 2-core AMD EPYC of session 26; this one took
+    160 s alone there, 264 CPU-seconds, most of them the four processes' start-ups and final saves)."""
+    bucket = gcs.create_bucket("bisenet-budget")
+    budget = ("--config.model.dtype=float32", "--config.train.time_budget_minutes=1.5",
+              "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
+              "--config.train.log_every=2")
+    time_clock = Run(gcs, f"{bucket}/time_clock", processes=2, cache="time_clock", clock_ahead_in_process_1=15,
+                     step_sleep=2.0, flags=(*budget, "--config.optimizer.schedule_clock=time",
+                                            "--config.optimizer.total_steps=1000"))
+    step_clock = Run(gcs, f"{bucket}/step_clock", processes=2, cache="step_clock", clock_ahead_in_process_1=10,
+                     step_sleep=2.0, flags=budget)
+    time_logs, step_logs = time_clock.logs(), step_clock.logs()
+
+    # The time clock: it trained after compiling (the budget was 60 s until session 25, when the start-ups of
+    # four processes took all of it on the 2-core AMD EPYC), it saved once, at the step where it stopped ...
+    assert "learning-rate schedule on the time clock" in time_logs[0]
+    step = stopped_step(time_logs[0])
+    record_property("time_clock_steps", step)
+    assert step >= 2, time_logs[0][-3000:]
+    with checkpoints.create_manager(f"{bucket}/time_clock/checkpoints", read_only=True) as manager:
         assert list(manager.all_steps()) == [step]
         assert checkpoints.read_meta(manager, step)["schedule_seconds"] > 90.0
-    lines = paths.path(f"{workdir}/metrics.jsonl").read_text().splitlines()
+    # ... and the schedule decayed with the budget (1000 virtual steps), not over the 100000-step cap: on
+    # the step clock the rate would still be ~1e-2 (the peak); near the budget's end it is below 1e-3.
+    lines = paths.path(f"{bucket}/time_clock/metrics.jsonl").read_text().splitlines()
     lrs = {r["step"]: r["train/lr"] for r in map(json.loads, lines) if "train/lr" in r}
-    # The schedule decayed with the budget (1000 virtual steps), not over the 100000-step cap.
-    # On the step clock the rate would still be ~1e-2 (the peak); near the budget's end it is below 1e-3.
     assert lrs[step] < 1e-3 and lrs[step] < 0.25 * max(lrs.values()), lrs
 
-
-@pytest.mark.slow  # two processes training for a 90-second budget
-def test_two_processes_stop_together_at_the_time_budget_on_the_step_clock(gcs):
-    """The step clock's time budget, too, is read on process 0's clock: process 1's clock jumps 10 s ahead
-    after the start, so, were each process to read its own, process 1 would leave the loop (and save) some
-    10 s of steps before process 0, which would then wait in its next collective and fail."""
-    workdir = f"{gcs.create_bucket('bisenet-budget')}/run"
-    logs = train(gcs, workdir, processes=2, cache="step_clock", clock_ahead_in_process_1=10,
-                 flags=("--config.model.dtype=float32", "--config.train.time_budget_minutes=1.5",
-                        "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
-                        "--config.train.log_every=5"))
-    assert "learning-rate schedule on the time clock" not in logs[0]
-    stopped = [line for line in logs[0].splitlines() if line.startswith("stopped at step ")]
-    assert len(stopped) == 1 and "time budget of 1.5 min reached" in stopped[0], logs[0][-3000:]
-    step = int(stopped[0].split()[3].rstrip(":"))
-    # It trained: 8-20 steps in 30 s alone on one VM; the budget is 90 s because on another (the 2-core AMD
-    # EPYC of session 24) a 45-s budget stopped after the first step even with nothing else running: the two
-    # processes' compilation takes most of it there.
-    assert step >= 2, logs[0][-3000:]
-    with checkpoints.create_manager(f"{workdir}/checkpoints", read_only=True) as manager:
-        assert list(manager.all_steps()) == [step]  # one save, by both processes, at the same step
+    # The step clock: its budget, too, ends on process 0's clock; both processes save the same step, once.
+    assert "learning-rate schedule on the time clock" not in step_logs[0]
+    step = stopped_step(step_logs[0])
+    record_property("step_clock_steps", step)
+    assert step >= 2, step_logs[0][-3000:]
+    with checkpoints.create_manager(f"{bucket}/step_clock/checkpoints", read_only=True) as manager:
+        assert list(manager.all_steps()) == [step]
