@@ -133,9 +133,10 @@ def test_cpu_and_xla_bundles_give_one_model_the_same_training_gradients(name):
     """Whole-model check in float64, jitted (where XLA fuses the CPU forms with their neighbours):
     the training loss's gradient for every parameter agrees between the bundles to 1e-10 of the
     largest gradient entry (float64 rounding of sums taken in another order: 1.05e-12 for V2's stem
-    convolution kernel on the AVX-512 AMD EPYC of session 29, under 1e-12 on the earlier VMs). R18: the stem's max pool, the context path's upsampling
-    convolutions and the dense convolutions' kernel gradients; V2: the stem's max pool, depthwise
-    convolutions, the four auxiliary heads' upsampling convolutions and the dense convolutions.
+    convolution kernel on the AVX-512 AMD EPYC of session 29, under 1e-12 on the earlier VMs).
+    R18: the stem's max pool, the context path's upsampling convolutions and the dense convolutions'
+    kernel gradients; V2: the stem's max pool, depthwise convolutions, the four auxiliary heads'
+    upsampling convolutions and the dense convolutions.
     (The max pool's old backward failed this with an error of 0.4 on the R18 stem.)"""
     script = pathlib.Path(__file__).with_name("bundle_gradients.py")
     out = subprocess.run([sys.executable, str(script), name, "64", "96"], capture_output=True, text=True, timeout=900,
