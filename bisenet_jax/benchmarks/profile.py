@@ -333,8 +333,8 @@ def _traced(run, hlo_text: str, info: ModelInfo, steps: int, warmup: int, top: i
     wall = train_speed.step_times(run, warmup, steps)
     with tempfile.TemporaryDirectory() as scratch:
         trace_dir = trace_dir or scratch
-        # No Python tracer: its events are not XLA's, and it records any Python thread of the process (under
-        # pytest-xdist, execnet's), which cost a traced step time that no op accounts for.
+        # No Python tracer: its events are Python functions, not XLA ops, on every Python thread of the process
+        # (under pytest-xdist, execnet's too), and tracing them only slows the traced steps.
         options = jax.profiler.ProfileOptions()
         options.python_tracer_level = 0
         jax.profiler.start_trace(trace_dir, profiler_options=options)

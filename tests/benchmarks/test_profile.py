@@ -195,7 +195,12 @@ def test_inference_profiles_of_bisenetv2(tmp_path):
     convolutions, BatchNorm and the resize are found, every JAX event is an instruction. A busy Python
     thread beside it (as pytest-xdist's execnet one can be) leaves no Python events in the trace."""
     stop = threading.Event()
-    busy_python = threading.Thread(target=lambda: [sum(range(100)) for _ in iter(stop.is_set, True)], daemon=True)
+
+    def spin():  # Python work for the tracer to see, if it were on
+        while not stop.is_set():
+            sum(range(100))
+
+    busy_python = threading.Thread(target=spin, daemon=True)
     busy_python.start()
     try:
         result = profile.profile_jax_inference("bisenetv2", 1, 64, 64, steps=1, warmup=1, top=5, trace_dir=str(tmp_path))
