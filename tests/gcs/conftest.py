@@ -30,9 +30,12 @@ def free_port() -> int:
 
 
 class Emulator:
-    def __init__(self, url: str, home: pathlib.Path):
+    def __init__(self, url: str, home: pathlib.Path, tmp: pathlib.Path):
         self.url = url
         self.home = home  # an empty gcloud config folder: no credentials file to find
+        # The subprocesses' TMPDIR: a gs:// run stages its metrics in a temporary folder that a SIGKILLed
+        # run cannot remove; here it is left in pytest's own temporary tree, which pytest prunes.
+        self.tmp = tmp
 
     def create_bucket(self, name: str) -> str:
         request = urllib.request.Request(f"{self.url}/storage/v1/b", data=json.dumps({"name": name}).encode(),
@@ -54,7 +57,7 @@ class Emulator:
                if k not in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
                             "CLOUD_STORAGE_EMULATOR_ENDPOINT", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "XLA_FLAGS")}
         env.update(CLOUDSDK_CONFIG=str(self.home), GCE_METADATA_HOST=closed, GCE_METADATA_IP=closed,
-                   GCE_METADATA_ROOT=closed, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+                   GCE_METADATA_ROOT=closed, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), TMPDIR=str(self.tmp))
         if emulator == "default":
             env["STORAGE_EMULATOR_HOST"] = self.url
         elif emulator:
@@ -82,7 +85,7 @@ def gcs_emulator(tmp_path_factory):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"fake-gcs-server did not start on {url}: {process.stderr.read()[-2000:]!r}")
                 time.sleep(0.1)
-        yield Emulator(url, tmp_path_factory.mktemp("gcloud"))
+        yield Emulator(url, tmp_path_factory.mktemp("gcloud"), tmp_path_factory.mktemp("subprocess_tmp"))
     finally:
         process.terminate()
         try:
