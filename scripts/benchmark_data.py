@@ -103,7 +103,10 @@ def main(argv=None) -> None:
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--num-threads", type=int, default=1, help="threads per process")
     parser.add_argument("--num-batches", type=int, default=20, help="timed batches")
-    parser.add_argument("--warmup-batches", type=int, default=2, help="untimed batches first (worker start)")
+    parser.add_argument("--warmup-batches", type=int, default=2,
+                        help="untimed batches first (worker start; with --cache-gb, an epoch's worth fills the cache)")
+    parser.add_argument("--cache-gb", type=float, default=0.0,
+                        help="data_config.cache_gb: decoded records kept in memory per process (0: off)")
     parser.add_argument("--single-thread-images", type=int, default=8,
                         help="images for the single-thread decode / transform costs (0 to skip)")
     args = parser.parse_args(argv)
@@ -117,6 +120,7 @@ def main(argv=None) -> None:
     config.crop_size = tuple(args.crop)
     config.num_workers = args.num_workers
     config.num_threads = args.num_threads
+    config.cache_gb = args.cache_gb
 
     source = create_source(config, config.train_split)
     first = source[0]
@@ -129,7 +133,7 @@ def main(argv=None) -> None:
           f"first image {first['image'].shape[1]}x{first['image'].shape[0]}")
     print(f"pipeline: crop {args.crop[0]}x{args.crop[1]}, scale {tuple(config.scale_range)}, flip, jitter "
           f"{config.color_jitter}, float32 normalised output; batch {args.batch_size}, "
-          f"workers {args.num_workers}, threads/process {args.num_threads}; "
+          f"workers {args.num_workers}, threads/process {args.num_threads}, cache_gb {args.cache_gb}; "
           f"{args.warmup_batches} warm-up + {args.num_batches} timed batches")
 
     iterator = create_train_iterator(config, args.batch_size, seed=0, process_index=0, process_count=1)

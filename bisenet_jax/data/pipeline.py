@@ -2,7 +2,8 @@
 
 Training (`create_train_iterator`), per process:
 
-    source -> seed -> shuffle -> repeat -> random_map(draw each example's augmentation)
+    source [-> CachedSource (data.cache_gb)] -> seed -> shuffle -> repeat
+           -> random_map(draw each example's augmentation)
            -> batch(global_batch_size // process_count, applying the augmentations into the batch)
            -> [process_index::process_count]
            -> to_iter_dataset (threads) [-> mp_prefetch (worker processes)]
@@ -31,6 +32,7 @@ import numpy as np
 from absl import flags
 
 from bisenet_jax.data.info import DatasetInfo
+from bisenet_jax.data.reader import CachedSource
 from bisenet_jax.data.registry import create_source
 from bisenet_jax.data.transforms import EvalTransform, SampleAugmentation, TrainBatcher, TrainTransform
 
@@ -49,6 +51,11 @@ def create_train_iterator(
     B = global_batch_size // process_count. `process_index` / `process_count` default to JAX's.
     """
     source = create_source(data_config, data_config.train_split)
+    cache_gb = data_config.get("cache_gb", 0.0)
+    if not isinstance(cache_gb, (int, float)) or isinstance(cache_gb, bool) or not cache_gb >= 0:
+        raise ValueError(f"config.data.cache_gb={cache_gb!r}: expected a number of GB >= 0 (0 turns the cache off)")
+    if cache_gb > 0:
+        source = CachedSource(source, max_bytes=int(cache_gb * 2**30))
     dataset = train_dataset(
         source,
         train_transform(data_config, source.info),

@@ -9,8 +9,9 @@ worker processes.
 
 `LabelledImageSource` checks sizes, maps raw label ids with the dataset's `LabelMap` and reports
 undefined ones (one warning per source, or an error in strict mode); `FileSource` reads
-(image, label, id) file triples; the layout helpers at the end build and check such triples with
-error messages that show the expected layout.
+(image, label, id) file triples; `CachedSource` keeps another source's decoded records in memory;
+the layout helpers at the end build and check such triples with error messages that show the
+expected layout.
 """
 
 from __future__ import annotations
@@ -251,6 +252,73 @@ class ConcatSource:
 
     def __repr__(self) -> str:
         return f"ConcatSource({self.sources!r})"
+
+
+class CachedSource:
+    """Another source's records, decoded once per process and then read from memory.
+
+    Up to `max_bytes` of records are kept (the first epoch decodes them; once the cap is reached,
+    the records not kept are decoded on every read, and `full` says so). Cached arrays are
+    read-only, so a transform that wrote into its input would fail loudly rather than change
+    the data of later epochs. An undefined label id is reported on a record's first read only.
+    The cache does not travel in a pickle: each grain worker process builds its own.
+
+    Written here rather than taken from grain: grain 0.2's caches (`CacheIterDataset`) keep an
+    iterator's outputs, which would freeze the random augmentation drawn after the source.
+    """
+
+    def __init__(self, source: Any, max_bytes: int):
+        if max_bytes <= 0:
+            raise ValueError(f"CachedSource needs a positive max_bytes, got {max_bytes}")
+        self.source = source
+        self.info = source.info
+        self.max_bytes = int(max_bytes)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._records: dict[int, dict] = {}
+        self.cached_bytes = 0
+        self.full = False  # a record did not fit under max_bytes
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        record = self._records.get(index)
+        if record is not None:
+            return record
+        record = self.source[index]
+        size = sum(value.nbytes for value in record.values() if isinstance(value, np.ndarray))
+        with self._lock:
+            if index in self._records:
+                return self._records[index]
+            if self.cached_bytes + size > self.max_bytes:
+                self.full = True
+                return record
+            for value in record.values():
+                if isinstance(value, np.ndarray):
+                    value.setflags(write=False)
+            self._records[index] = record
+            self.cached_bytes += size
+        return record
+
+    def inspect(self, index: int) -> tuple[dict, dict[int, int]]:
+        return inspect_record(self.source, index)
+
+    def _where(self, index: int) -> str:
+        return self.source._where(index) if hasattr(self.source, "_where") else f"{self.source!r}[{index}]"
+
+    def __getstate__(self):
+        return {"source": self.source, "info": self.info, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    def __repr__(self) -> str:
+        return f"CachedSource({self.source!r}, max_bytes={self.max_bytes})"
 
 
 def inspect_record(source: Any, index: int, info: DatasetInfo | None = None) -> tuple[dict, dict[int, int]]:
