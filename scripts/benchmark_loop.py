@@ -19,7 +19,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="v1_r18", help="a CamVid CPU recipe: v1_r18, v1_x39 or v2")
     parser.add_argument("--root", required=True, help="the CamVid folder (SegNet layout)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps; the recipes cache decoded records (data.cache_gb), so a warm-up of an "
+                             "epoch (50 for CamVid's 367 images) times the steady state of a long run")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
