@@ -18,7 +18,7 @@ def get_config():
     config.data.scale_range = (0.75, 2.0)
     config.data.color_jitter = 0.4
     config.data.num_workers = 4
-    config.data.cache_gb = 1.0  # the train split is 0.24 GB decoded: each worker decodes it once
+    config.data.cache_gb = 1.0  # the train split is 0.24 GiB decoded: each worker decodes it once
     config.train.batch_size = 16
     config.train.num_steps = 20_000
     config.train.eval_every = 1_000

@@ -104,9 +104,10 @@ def main(argv=None) -> None:
     parser.add_argument("--num-threads", type=int, default=1, help="threads per process")
     parser.add_argument("--num-batches", type=int, default=20, help="timed batches")
     parser.add_argument("--warmup-batches", type=int, default=2,
-                        help="untimed batches first (worker start; with --cache-gb, an epoch's worth fills the cache)")
+                        help="untimed batches first (worker start; with --cache-gb and no worker process, an epoch's "
+                             "worth fills the cache)")
     parser.add_argument("--cache-gb", type=float, default=0.0,
-                        help="data_config.cache_gb: decoded records kept in memory per process (0: off)")
+                        help="data_config.cache_gb: GiB of decoded records kept in memory per process (0: off)")
     parser.add_argument("--single-thread-images", type=int, default=8,
                         help="images for the single-thread decode / transform costs (0 to skip)")
     args = parser.parse_args(argv)

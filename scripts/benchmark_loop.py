@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     env = result["environment"]
     print(f"protocol: bisenet_jax/benchmarks/loop_speed.py; recipe {args.recipe} ({result['model']}, batch "
           f"{result['batch_size']}, crop {result['crop'][0]}x{result['crop'][1]}, data threads "
-          f"{result['data_threads']}, workers {result['data_workers']}); {args.warmup} warm-up + {args.steps} steps; "
+          f"{result['data_threads']}, workers {result['data_workers']}, cache_gb {result['cache_gb']}); "
+          f"{args.warmup} warm-up + {args.steps} steps; "
           f"{env['cpus']} CPUs ({env['cpu']}); XLA_FLAGS {os.environ.get('XLA_FLAGS', '') or '(none)'}; "
           f"load before {env['load_average']}")
     step, data, loop = result["step"], result["data"], result["loop"]

@@ -323,6 +323,7 @@ def _summary(framework: str, config, trained: dict[str, Any], evaluations: dict[
             "schedule_clock": str(config.optimizer.schedule_clock),
             "warmup_steps": int(config.optimizer.warmup_steps), "curve_every": int(config.train.checkpoint_every),
             "batch_size": int(config.train.batch_size), "crop_size": list(config.data.crop_size),
+            "cache_gb": float(config.data.get("cache_gb", 0.0)),
             "lr": float(config.optimizer.lr), "images_per_second": median_images_per_second(records),
             "num_threads": trained.get("num_threads"), "calibration": calibration,
             "load_average_before": load_before, "load_average_after": machine.load_average()}

@@ -31,8 +31,8 @@ def camvid_cpu_recipe(model: str, root: str = "") -> ml_collections.ConfigDict:
     config.data.color_jitter = 0.2
     config.data.num_workers = 0  # 2 cores: the transforms run in threads of the training process
     config.data.num_threads = 2
-    # The 367 training images decoded once (0.24 GB): decoding took 85-90% of the pipeline's CPU time,
-    # which the two cores otherwise take from the train step (docs/benchmarks.md, "Input pipeline").
+    # The 367 training images decoded once (0.24 GiB): decoding took 85-90% of the pipeline's CPU time,
+    # which the two cores otherwise take from the train step (docs/profile.md, session 37).
     config.data.cache_gb = 1.0
     config.train.batch_size = 8
     config.train.time_budget_minutes = 30.0

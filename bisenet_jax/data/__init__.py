@@ -3,7 +3,7 @@
 Layout (each floor imports only the ones above it in this list):
   decode.py      image and label files -> arrays (training, ArrayRecord shards, predict)
   info.py        DatasetInfo, LabelMap, palettes: what every kind shares
-  reader.py      the base reader (LabelledImageSource, FileSource), DatasetKind, layout helpers
+  reader.py      the base reader (LabelledImageSource, FileSource), CachedSource, DatasetKind, layout helpers
   kinds/         one module per dataset kind: reader, DatasetInfo, config.data.<kind> defaults
   registry.py    name -> kind: create_source, get_dataset_info, register_kind
   config.py      default_data_config(), assembled from the kinds' defaults
@@ -28,6 +28,7 @@ from bisenet_jax.data.kinds.demo import DemoSource
 from bisenet_jax.data.pipeline import (
     EvalDataset,
     TrainIterator,
+    cache_bytes,
     create_eval_dataset,
     create_train_iterator,
     make_global_batch,
@@ -46,6 +47,7 @@ __all__ = [
     "EvalTransform",
     "TrainIterator",
     "TrainTransform",
+    "cache_bytes",
     "create_eval_dataset",
     "create_source",
     "create_train_iterator",

@@ -51,11 +51,9 @@ def create_train_iterator(
     B = global_batch_size // process_count. `process_index` / `process_count` default to JAX's.
     """
     source = create_source(data_config, data_config.train_split)
-    cache_gb = data_config.get("cache_gb", 0.0)
-    if not isinstance(cache_gb, (int, float)) or isinstance(cache_gb, bool) or not cache_gb >= 0:
-        raise ValueError(f"config.data.cache_gb={cache_gb!r}: expected a number of GB >= 0 (0 turns the cache off)")
-    if cache_gb > 0:
-        source = CachedSource(source, max_bytes=int(cache_gb * 2**30))
+    cache = cache_bytes(data_config)
+    if cache:
+        source = CachedSource(source, max_bytes=cache)
     dataset = train_dataset(
         source,
         train_transform(data_config, source.info),
@@ -67,6 +65,16 @@ def create_train_iterator(
         shared_memory=data_config.num_workers > 0,
     )
     return TrainIterator(dataset, global_batch_size, data_config)
+
+
+def cache_bytes(data_config: Any) -> int:
+    """`data_config.cache_gb` in bytes (GiB, 2**30), 0 for no cache; a clear error for anything else."""
+    cache_gb = data_config.get("cache_gb", 0.0)
+    if (not isinstance(cache_gb, (int, float)) or isinstance(cache_gb, bool) or not math.isfinite(cache_gb)
+            or cache_gb < 0 or 0 < cache_gb * 2**30 < 1):
+        raise ValueError(f"config.data.cache_gb={cache_gb!r}: expected a finite number of GiB >= 0 (0 turns the "
+                         "cache off), e.g. --config.data.cache_gb=1")
+    return int(cache_gb * 2**30)
 
 
 def train_transform(data_config: Any, info: DatasetInfo) -> TrainTransform:

@@ -257,11 +257,13 @@ class ConcatSource:
 class CachedSource:
     """Another source's records, decoded once per process and then read from memory.
 
-    Up to `max_bytes` of records are kept (the first epoch decodes them; once the cap is reached,
-    the records not kept are decoded on every read, and `full` says so). Cached arrays are
-    read-only, so a transform that wrote into its input would fail loudly rather than change
-    the data of later epochs. An undefined label id is reported on a record's first read only.
-    The cache does not travel in a pickle: each grain worker process builds its own.
+    Up to `max_bytes` of records are kept, each from its first read (in-process, the first epoch
+    fills the cache; a grain worker reads only some batches of each epoch, so its cache fills over
+    several, and each worker ends up holding the whole split). Once the cap is reached, the records
+    not kept are decoded on every read, and `full` says so. Cached arrays are read-only, so a
+    transform that wrote into its input would fail loudly rather than change the data of later
+    epochs, and each read returns a new dict. An undefined label id is reported on a record's first
+    read only. The cache does not travel in a pickle: each grain worker process builds its own.
 
     Written here rather than taken from grain: grain 0.2's caches (`CacheIterDataset`) keep an
     iterator's outputs, which would freeze the random augmentation drawn after the source.
@@ -288,12 +290,12 @@ class CachedSource:
         index = int(index)
         record = self._records.get(index)
         if record is not None:
-            return record
+            return dict(record)  # a new dict: replacing a field downstream leaves the cache as it was
         record = self.source[index]
         size = sum(value.nbytes for value in record.values() if isinstance(value, np.ndarray))
         with self._lock:
             if index in self._records:
-                return self._records[index]
+                return dict(self._records[index])
             if self.cached_bytes + size > self.max_bytes:
                 self.full = True
                 return record
@@ -302,7 +304,7 @@ class CachedSource:
                     value.setflags(write=False)
             self._records[index] = record
             self.cached_bytes += size
-        return record
+        return dict(record)
 
     def inspect(self, index: int) -> tuple[dict, dict[int, int]]:
         return inspect_record(self.source, index)

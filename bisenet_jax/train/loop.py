@@ -106,6 +106,7 @@ def validate(config, workdir: paths.Path):
         raise ValueError(f"data.crop_size={crop}: the models need a (height, width) of at least {MIN_INPUT_SIZE} "
                          f"pixels a side; set --config.data.crop_size=\"({max(crop[0], MIN_INPUT_SIZE)},"
                          f"{max(crop[-1], MIN_INPUT_SIZE)})\"")
+    data_lib.cache_bytes(config.data)  # data.cache_gb
     if config.train.eval_every >= 0:
         data_lib.create_source(config.data, config.data.eval_split)
     ckpt_dir = workdir / checkpoints.CHECKPOINTS_DIR

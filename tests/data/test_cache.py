@@ -50,6 +50,34 @@ def test_cached_files_give_the_same_batches_as_decoding_them_every_epoch(camvid_
     assert not np.array_equal(actual[0]["image"], actual[3]["image"])  # augmentation is still drawn anew
 
 
+@pytest.mark.parametrize("cache_gb, most, least", [(0.0, None, 12), (0.01, 5, 3)])
+def test_the_iterator_decodes_each_image_once_with_the_cache(camvid_generated_root, data_config, monkeypatch,
+                                                              cache_gb, most, least):
+    from bisenet_jax.data import decode, reader
+
+    decoded = []
+
+    def counting_read_image(path, *args, **kwargs):
+        if str(path).startswith(str(camvid_generated_root)):  # not another test's pipeline threads, still winding down
+            decoded.append(str(path))
+        return decode.read_image(path, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "read_image", counting_read_image)
+    config = data_config("camvid", camvid_generated_root, crop_size=(16, 24), cache_gb=cache_gb)
+    _batches(config, 6)  # 12 records: 4 epochs of the 3 images
+    # With the cache: each image once, or twice where both pipeline threads met it before it was cached.
+    assert len(decoded) >= least and (most is None or len(decoded) <= most)
+    assert len(set(decoded)) == 3
+
+
+def test_a_replaced_field_does_not_reach_the_cache():
+    cached = CachedSource(_CountingSource(2), max_bytes=10_000)
+    for _ in range(2):
+        record = cached[1]
+        assert record["image"][0, 0, 0] == 1
+        record["image"] = np.zeros((4, 4, 3), np.uint8)  # a new dict each read: the cached record is untouched
+
+
 def test_each_record_is_read_once_and_its_arrays_are_read_only():
     source = _CountingSource(5)
     cached = CachedSource(source, max_bytes=10_000)
@@ -85,11 +113,11 @@ def test_a_pickled_cache_starts_empty():
     assert source.reads == {0: 1, 1: 1}
 
 
-@pytest.mark.parametrize("value", [-1.0, float("nan"), None])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), 1e-12, None])
 def test_a_bad_cache_size_names_the_field(data_config, value):
     config = data_config("demo")
     config.cache_gb = value
-    with pytest.raises(ValueError, match=r"config\.data\.cache_gb=.*expected a number of GB >= 0"):
+    with pytest.raises(ValueError, match=r"config\.data\.cache_gb=.*expected a finite number of GiB >= 0"):
         create_train_iterator(config, global_batch_size=2, seed=0)
 
 

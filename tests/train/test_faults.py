@@ -97,6 +97,14 @@ def test_a_refused_resume_leaves_the_workdir_byte_identical(finished):
     assert _snapshot(finished) == before
 
 
+def test_a_bad_cache_size_is_refused_before_the_workdir_is_touched(tmp_path):
+    config = tiny_config()
+    config.data.cache_gb = -1.0
+    with pytest.raises(ValueError, match=r"config\.data\.cache_gb=-1\.0: expected a finite number of GiB >= 0"):
+        loop.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_crop_below_the_model_minimum_names_data_crop_size(tmp_path):
     config = tiny_config()
     config.data.crop_size = (16, 64)
