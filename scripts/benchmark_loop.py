@@ -23,14 +23,17 @@ def main(argv=None) -> int:
                         help="untimed steps; the recipes cache decoded records (data.cache_gb), so a warm-up of an "
                              "epoch (50 for CamVid's 367 images) times the steady state of a long run")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set data.cache_gb=0 (repeatable)")
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
 
     import os
 
-    from bisenet_jax.benchmarks import loop_speed, recipes
+    from bisenet_jax.benchmarks import camvid, loop_speed, recipes
 
     config = recipes.camvid_cpu_recipe(args.recipe, args.root)
+    camvid.apply_overrides(config, args.set)
     result = loop_speed.compare(config, warmup=args.warmup, steps=args.steps)
     env = result["environment"]
     print(f"protocol: bisenet_jax/benchmarks/loop_speed.py; recipe {args.recipe} ({result['model']}, batch "
