@@ -13,7 +13,8 @@ a short calibration; with --schedule-clock time the learning rate follows the el
 budget instead, on both sides), saving the weights at 4 points of the schedule; after the budget, evaluates
 them on val (single scale, 480x360) and prints the mIoU, the per-class IoU and the learning curve.
 --compare-torch then does the same with the PyTorch reference module in a plain PyTorch loop (same
-batches, loss, optimiser, schedule and budget), after the JAX run, and prints both side by side.
+batches, loss, optimiser, schedule and budget), after the JAX run (before it with --torch-first), and prints
+both side by side.
 Everything is also written to <workdir>/results.json. The protocol is in bisenet_jax/benchmarks/camvid.py.
 Run it on an otherwise idle machine: the CPU share other processes took during each run is recorded,
 and the report warns when it was high.
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="", help="output folder (default runs/benchmark_camvid/<model>)")
     parser.add_argument("--compare-torch", action="store_true", help="then run the PyTorch reference the same way")
     parser.add_argument("--torch-only", action="store_true", help="run the PyTorch reference only")
+    parser.add_argument("--torch-first", action="store_true",
+                        help="with --compare-torch: run the PyTorch side first, then JAX (default: JAX first)")
     parser.add_argument("--steps", type=_steps, default="fit",
                         help="'fit' (default): fit num_steps to the budget from a short calibration of each side; "
                              "'config': the config's num_steps; or a number")
@@ -78,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                              "and max of val mIoU per side (default: one run with the recipe's seed)")
     args = parser.parse_args(argv)
 
+    try:
+        sides = camvid.race_sides(args.compare_torch, args.torch_only, args.torch_first)
+    except ValueError as error:
+        parser.error(str(error))
     config = camvid.load_config(args.model, args.root, args.config or None)
     camvid.apply_overrides(config, args.set)
-    sides = ("torch",) if args.torch_only else ("jax", "torch") if args.compare_torch else ("jax",)
     workdir = args.workdir or f"runs/benchmark_camvid/{args.model}"
     options = dict(model=args.model, budget_minutes=args.budget_minutes, sides=sides, steps=args.steps,
                    calibration_steps=args.calibration_steps, torch_threads=args.torch_threads,

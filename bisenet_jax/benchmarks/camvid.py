@@ -395,12 +395,30 @@ def _prepare_workdir(workdir: pathlib.Path, overwrite: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
 
+def race_sides(compare_torch: bool = False, torch_only: bool = False, torch_first: bool = False) -> tuple[str, ...]:
+    """The sides to run, in order: JAX alone, PyTorch alone, JAX then PyTorch, or PyTorch then JAX.
+
+    Every race before session 38 ran JAX first, and in most of them JAX's loop ran below its calibration
+    and PyTorch's above its own (docs/benchmarks.md): ``torch_first`` reverses the order, so that an
+    effect of the order can be told apart from one of the framework."""
+    if torch_only and (compare_torch or torch_first):
+        raise ValueError("--torch-only runs the PyTorch side alone: drop --compare-torch and --torch-first")
+    if torch_first and not compare_torch:
+        raise ValueError("--torch-first orders the two sides of --compare-torch: add --compare-torch")
+    if torch_only:
+        return ("torch",)
+    if compare_torch:
+        return ("torch", "jax") if torch_first else ("jax", "torch")
+    return ("jax",)
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, model: str = "",
                   budget_minutes: float = 30.0, sides: tuple[str, ...] = ("jax",), steps: str | int = "fit",
                   calibration_steps: int = CALIBRATION_STEPS, torch_threads: int = 0, overwrite: bool = False,
                   same_init: bool = False, schedule_clock: str = "steps",
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains each of ``sides`` ("jax", "torch") in turn under ``budget_minutes``; returns every figure.
+    """Trains each of ``sides`` ("jax", "torch") in turn, in that order, under ``budget_minutes``; returns
+    every figure (``order``: the sides as they ran).
 
     ``steps``: "fit" (calibrate each side, see the module doc), "config" (the config's num_steps)
     or an int. ``same_init``: both sides start from the same weights (:func:`write_shared_init`).
@@ -410,6 +428,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     for side in sides:
         if side not in ("jax", "torch"):
             raise ValueError(f"unknown side {side!r}; expected 'jax' or 'torch'")
+    if len(set(sides)) != len(sides):
+        raise ValueError(f"sides={sides!r} names a side twice")
     if schedule_clock not in SCHEDULE_CLOCKS:
         raise ValueError(f"schedule_clock={schedule_clock!r}; expected one of {SCHEDULE_CLOCKS}")
     if same_init and config.train.init_checkpoint:
@@ -429,7 +449,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
               "budget_minutes": budget_minutes, "steps": steps, "dataset_root": str(config.data.root),
               "num_val_images": data_lib.num_examples(config.data, config.data.eval_split),
               "environment": machine.environment(), "protocol": PROTOCOL,
-              "init_checkpoint": str(config.train.init_checkpoint), "schedule_clock": schedule_clock}
+              "init_checkpoint": str(config.train.init_checkpoint), "schedule_clock": schedule_clock,
+              "order": list(sides)}
     for side in sides:
         others = machine.others_cpu_percent()
         if others > BUSY_PERCENT:
@@ -553,7 +574,9 @@ def format_report(result: dict[str, Any]) -> str:
              f"{result['budget_minutes']} min, {env['cpus']} CPUs, jax {env['jax']}"
              + (f", torch {env['torch']}" if "torch" in env else "")
              + (f"; {env['allocator']} (both sides)" if "allocator" in env else "")
-             + (f"; initialised from {result['init_checkpoint']}" if result.get("init_checkpoint") else ""), ""]
+             + (f"; initialised from {result['init_checkpoint']}" if result.get("init_checkpoint") else "")
+             + (f"; ran {' then '.join(titles[s] for s in result['order'])}" if len(result.get("order", ())) > 1
+                else ""), ""]
     width = 22
     lines.append(f"{'':<{width}}" + "".join(f"{titles[s]:>22}" for s in sides))
 

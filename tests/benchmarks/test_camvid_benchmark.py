@@ -81,6 +81,52 @@ def test_results_json_holds_both_sides_and_the_report_prints_them(both_sides):
     assert "steps done / expected" in camvid.format_report(on_time)
 
 
+def test_the_report_names_the_order_the_sides_ran_in(both_sides):
+    result, _ = both_sides
+    assert result["order"] == ["jax", "torch"]
+    assert "ran JAX (bisenet_jax) then PyTorch reference" in camvid.format_report(result)
+    reversed_order = {**result, "order": ["torch", "jax"]}
+    assert "ran PyTorch reference then JAX (bisenet_jax)" in camvid.format_report(reversed_order)
+
+
+def test_race_sides_orders_the_two_sides_and_refuses_contradictions():
+    assert camvid.race_sides() == ("jax",)
+    assert camvid.race_sides(compare_torch=True) == ("jax", "torch")
+    assert camvid.race_sides(compare_torch=True, torch_first=True) == ("torch", "jax")
+    assert camvid.race_sides(torch_only=True) == ("torch",)
+    with pytest.raises(ValueError, match="add --compare-torch"):
+        camvid.race_sides(torch_first=True)
+    with pytest.raises(ValueError, match="--torch-only runs the PyTorch side alone"):
+        camvid.race_sides(compare_torch=True, torch_only=True)
+
+
+def test_torch_first_runs_the_pytorch_side_before_the_jax_side(tiny_camvid, tmp_path, monkeypatch):
+    """The orchestration only (each side's run is replaced by a recorder): the calibrations and runs go in
+    the order given, each side's calibration right before its own run, and the order is recorded."""
+    calls = []
+
+    def side_config(config, side, *args, **kwargs):
+        calls.append(("calibrate", side))
+        return config, None
+
+    def fake_run(side):
+        def run(config, workdir, *args, **kwargs):
+            calls.append(("run", side))
+            return {"framework": side, "load_average_before": [0.0, 0.0, 0.0]}
+        return run
+
+    monkeypatch.setattr(camvid, "_side_config", side_config)
+    monkeypatch.setattr(camvid, "run_jax", fake_run("jax"))
+    monkeypatch.setattr(camvid, "run_torch", fake_run("torch"))
+    result = camvid.run_benchmark(tiny_config(tiny_camvid), tmp_path / "race", sides=camvid.race_sides(True, False, True),
+                                  log=lambda _: None)
+    assert calls == [("calibrate", "torch"), ("run", "torch"), ("calibrate", "jax"), ("run", "jax")]
+    assert result["order"] == ["torch", "jax"]
+    assert json.loads((tmp_path / "race" / "results.json").read_text())["order"] == ["torch", "jax"]
+    with pytest.raises(ValueError, match="names a side twice"):
+        camvid.run_benchmark(tiny_config(tiny_camvid), tmp_path / "twice", sides=("jax", "jax"))
+
+
 def test_a_busy_machine_is_flagged_in_the_report():
     result = {"environment": {"cpus": 2}, "torch": {"load_average_before": [3.5, 3.0, 2.0]},
               "jax": {"load_average_before": [0.4, 0.3, 0.2]}}
