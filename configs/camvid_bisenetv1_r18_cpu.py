@@ -4,8 +4,8 @@ r"""BiSeNetV1-R18 on CamVid from scratch in 30 minutes of a 2-core CPU (the benc
         --config.data.root=/data/camvid --workdir runs/camvid_v1_r18_cpu
     python scripts/benchmark_camvid.py --model v1_r18 --root /data/camvid --compare-torch  # against PyTorch
 
-Measured (README, Results): 46.6% val mIoU (ss, 480x360) in the latest race, PyTorch's reference 44.5% (one seed
-each, on an Intel Xeon VM; the schedule's 800 steps are refitted to the machine by the benchmark).
+Measured: README, Results (the latest race against PyTorch's reference, with the tally over seeds); the
+schedule's 800 steps are refitted to the machine by the benchmark.
 """
 from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe
 

@@ -4,9 +4,9 @@ r"""BiSeNetV2 on CamVid from scratch in 30 minutes of a 2-core CPU (the benchmar
         --config.data.root=/data/camvid --workdir runs/camvid_v2_cpu
     python scripts/benchmark_camvid.py --model v2 --root /data/camvid --compare-torch  # against PyTorch
 
-Measured (README, Results): 29.7% val mIoU (ss, 480x360) in the latest race, PyTorch's reference 32.6% (one seed
-each; V2's runs spread by 10-14 points and either side can collapse; the schedule's 840 steps are refitted to the
-machine by the benchmark).
+Measured: README, Results (the latest race against PyTorch's reference, with the tally over seeds; V2's runs
+spread by 10-14 points and either side can collapse); the schedule's 840 steps are refitted to the machine by the
+benchmark.
 """
 from bisenet_jax.benchmarks.recipes import camvid_cpu_recipe
 
