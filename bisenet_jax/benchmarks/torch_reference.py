@@ -312,8 +312,12 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     backward comes from AOTAutograd, the OHEM loss (data-dependent shapes) and the optimizer stay eager.
     The compiled module shares ``model``'s parameters: build the optimizer on ``model`` itself (its
     parameter names, which the head groups read, carry no ``_orig_mod.`` prefix). ``torch._dynamo`` is
-    reset first, so that each call compiles afresh (what a benchmark's first-call time measures)."""
+    reset first, and inductor's in-memory kernel caches cleared (it keeps compiled kernels by source hash for
+    the process's life), so that each call compiles afresh (what a benchmark's first-call time measures)."""
+    from torch._inductor.utils import clear_inductor_caches
+
     torch._dynamo.reset()
+    clear_inductor_caches()
     return torch.compile(model, dynamic=False)
 
 
