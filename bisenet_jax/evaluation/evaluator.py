@@ -14,6 +14,12 @@ BiSeNet papers, e.g. ssc with 1024x1024 crops at stride 2/3, msf with scales 0.5
   the probabilities are summed.
 - ``mscf``: ``msf`` with ``ssc`` sliding crops at every scale.
 
+With ``size_divisor`` k > 1, every forward pass of any protocol (the whole image, a crop, a scaled
+image) runs on its input padded at the bottom/right with 0 to the next multiple of k, and the padding
+is cut from the logits. BiSeNet's branches meet at strides 8 to 32: on a side that 32 does not divide
+(CamVid's 360 rows) the 1/32 features are resized onto the 1/8 ones, a registration training crops
+never show; 32 avoids it (mmsegmentation's ``size_divisor`` in its test pipelines does the same).
+
 Every protocol is a pure function ``scores(variables, images) -> (N, H, W, C)`` (logits for
 ss/ssc, summed probabilities for msf/mscf) traced into one XLA program per image shape, so a split
 of same-sized images compiles once.
@@ -56,6 +62,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
     # (rounded up to whole pixels), a stride > 1 is in pixels.
     config.crop_size = (1024, 1024)
     config.stride = 2.0 / 3.0
+    # Pad each forward pass's input at the bottom/right to a multiple of this (0 or 1: off; 32
+    # registers V2's and V1's 1/32 features on the 1/8 ones at any image size); cut from the logits.
+    config.size_divisor = 0
     # Images per evaluation batch (at original resolution; a short last batch is padded with
     # ignored pixels, so it reuses the same compiled program).
     config.batch_size = 1
@@ -71,6 +80,30 @@ def default_eval_config() -> ml_collections.ConfigDict:
 def model_logits_fn(model: Any) -> ScoreFn:
     """``(variables, images) -> logits`` of a Flax segmentation model in inference mode."""
     return lambda variables, images: model.apply(variables, images, train=False)
+
+
+def check_size_divisor(value: Any) -> int:
+    """``eval_config.size_divisor`` as an int >= 0 (0 and 1 mean off), or a ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"eval size_divisor must be a whole number >= 0 (0 or 1: no padding; e.g. 32), got {value!r} "
+                         "(--config.eval.size_divisor)")
+    return int(value)
+
+
+def padded_logits_fn(logits_fn: ScoreFn, divisor: int) -> ScoreFn:
+    """``logits_fn`` on its images padded at the bottom/right with 0 (the mean colour after
+    normalisation) to multiples of ``divisor``, the padding cut from the logits; ``divisor`` <= 1: as is."""
+    if divisor <= 1:
+        return logits_fn
+
+    def fn(variables, images):
+        h, w = images.shape[1], images.shape[2]
+        pad_h, pad_w = -h % divisor, -w % divisor
+        if not (pad_h or pad_w):
+            return logits_fn(variables, images)
+        padded = jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+        return logits_fn(variables, padded)[:, :h, :w]
+    return fn
 
 
 def stride_pixels(crop: int, stride: float) -> int:
@@ -147,6 +180,7 @@ def make_score_fn(logits_fn: ScoreFn, eval_config: Any) -> ScoreFn:
     """The protocol ``eval_config.mode`` as an (unjitted) ``(variables, images) -> scores`` function."""
     mode = eval_config.mode
     crop_size, stride = tuple(eval_config.crop_size), float(eval_config.stride)
+    logits_fn = padded_logits_fn(logits_fn, check_size_divisor(eval_config.get("size_divisor", 0)))
     if mode in ("ssc", "mscf"):
         if len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(f"eval_config.crop_size must be (height, width), got {crop_size}")
@@ -285,6 +319,8 @@ def describe_protocol(eval_config: Any) -> str:
         parts.append(f"scales {tuple(eval_config.scales)}" + (", flip" if eval_config.flip else ", no flip"))
     if mode in ("ssc", "mscf"):
         parts.append(f"crop {tuple(eval_config.crop_size)}, stride {eval_config.stride:g}")
+    if eval_config.get("size_divisor", 0) > 1:
+        parts.append(f"inputs padded to multiples of {eval_config.size_divisor}")
     return ": ".join([parts[0], "; ".join(parts[1:])]) if len(parts) > 1 else mode
 
 
@@ -319,13 +355,16 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
-_PROTOCOL_FIELDS = ("mode", "scales", "flip", "crop_size", "stride")
+_PROTOCOL_FIELDS = ("mode", "scales", "flip", "crop_size", "stride", "size_divisor")
+_PROTOCOL_DEFAULTS = {"size_divisor": 0}  # fields added later: configs saved before them read as off
 
 
 def _protocol(eval_config: Any) -> tuple:
     """The fields of eval_config that define the computation, hashable."""
+    def field(k):
+        return eval_config[k] if k in eval_config or k not in _PROTOCOL_DEFAULTS else _PROTOCOL_DEFAULTS[k]
     return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
-                 for k, v in ((k, eval_config[k]) for k in _PROTOCOL_FIELDS))
+                 for k, v in ((k, field(k)) for k in _PROTOCOL_FIELDS))
 
 
 @functools.lru_cache(maxsize=16)

@@ -5,6 +5,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -136,3 +137,50 @@ def test_unknown_mode_names_the_valid_ones(tiny_model):
     model, _ = tiny_model
     with pytest.raises(ValueError, match="ss, ssc, msf, mscf"):
         evaluator.make_score_fn(evaluator.model_logits_fn(model), config(mode="multi"))
+
+
+def test_size_divisor_pads_each_forward_pass_to_multiples_and_cuts_the_padding(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)  # 48x64: rows padded to 64 by a divisor of 32, columns already a multiple
+    result = scores(model, variables, images, mode="ss", size_divisor=32)
+    padded = np.pad(images, ((0, 0), (0, 16), (0, 0), (0, 0)))
+    np.testing.assert_allclose(result, logits(model, variables, padded)[:, :48], rtol=1e-5, atol=1e-5)
+    assert result.shape == (2, 48, 64, 4)
+    # The padding reaches the logits near the bottom edge, so the option really changed the computation.
+    plain = scores(model, variables, images, mode="ss")
+    assert np.abs(result - plain).max() > 1e-3
+    for off in (0, 1):
+        np.testing.assert_array_equal(scores(model, variables, images, mode="ss", size_divisor=off), plain)
+    np.testing.assert_array_equal(scores(model, variables, images, mode="ss", size_divisor=16), plain)  # 48, 64 divide
+
+
+def test_size_divisor_applies_to_every_crop_and_scaled_image(tiny_model, tiny_images):
+    model, variables = tiny_model
+    images = np.asarray(tiny_images)
+    # ssc: a single 40x40 crop at the top left is padded to 64x64 like any forward pass.
+    crop = scores(model, variables, images[:, :40, :40], mode="ssc", crop_size=(40, 40), stride=1.0, size_divisor=32)
+    manual = np.pad(images[:, :40, :40], ((0, 0), (0, 24), (0, 24), (0, 0)))
+    np.testing.assert_allclose(crop, logits(model, variables, manual)[:, :40, :40], rtol=1e-5, atol=1e-5)
+    # msf: the image scaled to 36x48 is padded to 64x64, its logits cut to 36x48 and resized back.
+    result = scores(model, variables, images, mode="msf", scales=(0.75,), flip=False, size_divisor=32)
+    scaled = np.asarray(bilinear(images, (2, 36, 48, 3)))
+    cut = logits(model, variables, np.pad(scaled, ((0, 0), (0, 28), (0, 16), (0, 0))))[:, :36, :48]
+    expected = softmax(np.asarray(bilinear(cut, (2, 48, 64, 4))))
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_size_divisor_must_be_a_whole_number_and_is_described(tiny_model):
+    model, _ = tiny_model
+    # (--config.eval.size_divisor=2.5 already fails in ml_collections, whose field is an int; an eval
+    # config built from a dict, e.g. a results JSON, reaches this check.)
+    for bad in (-32, 2.5, "32", True):
+        with pytest.raises(ValueError, match="size_divisor"):
+            evaluator.make_score_fn(evaluator.model_logits_fn(model),
+                                    ml_collections.ConfigDict({**config().to_dict(), "size_divisor": bad}))
+    assert evaluator.describe_protocol(config(mode="ss", size_divisor=32)) == "ss: inputs padded to multiples of 32"
+    assert evaluator.describe_protocol(config(mode="ss")) == "ss"
+    # An eval config saved before the field existed (e.g. in a results JSON) reads as no padding.
+    old = ml_collections.ConfigDict({k: v for k, v in config().items() if k != "size_divisor"})
+    assert dict(evaluator._protocol(old))["size_divisor"] == 0
+    assert evaluator.describe_protocol(old) == "ss"
+    evaluator.make_score_fn(evaluator.model_logits_fn(model), old)  # no KeyError
