@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from bisenet_jax import data as data_lib
 from bisenet_jax.benchmarks import machine
 from bisenet_jax.convert.torch_models import build_torch_model, count_parameters
+from bisenet_jax.evaluation import evaluator
 from bisenet_jax.evaluation import metrics as metrics_lib
 from bisenet_jax.train.optim import BudgetClock, schedule_clock, warmup_poly_schedule
 
@@ -138,8 +139,13 @@ def to_torch(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate(model: torch.nn.Module, data_config: Any, split: str, batch_size: int, num_classes: int,
-             class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Single-scale evaluation at the original resolution with the shared metrics code."""
+             class_names: Sequence[str] | None = None, size_divisor: int = 0) -> dict[str, Any]:
+    """Single-scale evaluation at the original resolution with the shared metrics code.
+
+    ``size_divisor`` > 1: each image padded at the bottom/right with 0 (the mean colour after
+    normalisation) to multiples of it and the padding cut from the logits, the JAX evaluator's
+    ``eval.size_divisor``."""
+    size_divisor = evaluator.check_size_divisor(size_divisor)
     was_training = model.training
     model.eval()
     confusion = np.zeros((num_classes, num_classes), np.int64)
@@ -147,11 +153,18 @@ def evaluate(model: torch.nn.Module, data_config: Any, split: str, batch_size: i
     with torch.inference_mode():
         for batch in data_lib.create_eval_dataset(data_config, split, batch_size):
             images, _ = to_torch(batch)
-            predictions = model(images).argmax(dim=1).numpy()
+            h, w = images.shape[2], images.shape[3]
+            if size_divisor > 1 and (h % size_divisor or w % size_divisor):
+                padded = F.pad(images, (0, -w % size_divisor, 0, -h % size_divisor))
+                logits = model(padded)[:, :, :h, :w]
+            else:
+                logits = model(images)
+            predictions = logits.argmax(dim=1).numpy()
             confusion += metrics_lib.to_host(metrics_lib.confusion_matrix(batch["label"], predictions, num_classes))
             num_images += sum(1 for i in batch["id"] if i != "")
     model.train(was_training)
-    return {"mode": "ss", **metrics_lib.compute_metrics(confusion), "num_images": num_images,
+    return {"mode": "ss", "size_divisor": size_divisor, **metrics_lib.compute_metrics(confusion),
+            "num_images": num_images,
             "seconds": time.perf_counter() - start,
             "class_names": list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)],
             "confusion_matrix": confusion.tolist()}

@@ -76,6 +76,12 @@ def test_results_json_holds_both_sides_and_the_report_prints_them(both_sides):
     assert "JAX (bisenet_jax)" in report and "PyTorch reference" in report
     assert f"{100 * result['torch']['miou']:.2f}" in report and "Bicyclist" in report
     assert re.search(r"steps done / planned +4 / 4 +4 / 4\n", report), report
+    # Each side's final weights also on frames padded to multiples of 32 (the tiny val frames have 48 rows).
+    assert all(0.0 <= saved[side]["padded_miou"] <= 1.0 and len(saved[side]["padded_iou"]) == NUM_CLASSES
+               for side in ("jax", "torch"))
+    padded_row = re.search(r"  padded to /32 \(%\) +([\d.]+) +([\d.]+)\n", report)
+    assert padded_row and padded_row.groups() == (f"{100 * result['jax']['padded_miou']:.2f}",
+                                                  f"{100 * result['torch']['padded_miou']:.2f}"), report
     # On the time clock the budget ends the run: the fitted count is what the schedule expected.
     on_time = {**result, **{side: {**result[side], "schedule_clock": "time"} for side in ("jax", "torch")}}
     assert "steps done / expected" in camvid.format_report(on_time)
@@ -156,6 +162,38 @@ def test_torch_run_stops_at_the_budget_with_its_weights_saved(tiny_camvid, tmp_p
     model = torch_reference.load_checkpoint(config, result["checkpoints"][1])
     metrics = torch_reference.evaluate(model, config.data, "val", 1, NUM_CLASSES)
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 3
+
+
+def test_torch_evaluation_pads_frames_as_the_jax_evaluator_does(tiny_camvid):
+    """``torch_reference.evaluate(size_divisor=32)`` against the JAX evaluator's ``eval.size_divisor`` on
+    the same weights (converted), on val frames of 48x64 rows padded to 64x64; and the padding
+    changes the result, so both really padded."""
+    from bisenet_jax.convert.state_dict import from_torch_state_dict
+    from bisenet_jax.data import create_eval_dataset
+    from bisenet_jax.evaluation import evaluator
+    from bisenet_jax.models import create_model
+
+    config = tiny_config(tiny_camvid)
+    torch.manual_seed(3)
+    model = torch_reference.build_torch_model("bisenetv1_r18", NUM_CLASSES, aux_heads=False).eval()
+    variables = from_torch_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, "bisenetv1_r18",
+                                      aux_heads=False)
+    flax_model = create_model("bisenetv1_r18", NUM_CLASSES, aux_heads=False)
+    info = torch_reference.data_lib.get_dataset_info(config.data)
+    results = {}
+    for divisor in (0, 32):
+        eval_config = evaluator.default_eval_config()
+        eval_config.size_divisor = divisor
+        jax_side = evaluator.evaluate(flax_model, variables, create_eval_dataset(config.data, "val", 1), NUM_CLASSES,
+                                      info.ignore_label, eval_config, progress=False)
+        torch_side = torch_reference.evaluate(model, config.data, "val", 1, NUM_CLASSES, size_divisor=divisor)
+        assert torch_side["size_divisor"] == divisor
+        np.testing.assert_allclose(np.asarray(torch_side["confusion_matrix"]), np.asarray(jax_side["confusion_matrix"]),
+                                   atol=3)  # a few pixels may flip between two frameworks' float32 logits
+        results[divisor] = np.asarray(torch_side["confusion_matrix"])
+    assert np.abs(results[32] - results[0]).sum() > 20
+    with pytest.raises(ValueError, match="size_divisor"):
+        torch_reference.evaluate(model, config.data, "val", 1, NUM_CLASSES, size_divisor=-1)
 
 
 def test_torch_loss_decreases_on_a_fixed_batch(tiny_camvid):
