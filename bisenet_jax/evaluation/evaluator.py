@@ -180,7 +180,7 @@ def make_score_fn(logits_fn: ScoreFn, eval_config: Any) -> ScoreFn:
     """The protocol ``eval_config.mode`` as an (unjitted) ``(variables, images) -> scores`` function."""
     mode = eval_config.mode
     crop_size, stride = tuple(eval_config.crop_size), float(eval_config.stride)
-    logits_fn = padded_logits_fn(logits_fn, check_size_divisor(eval_config.get("size_divisor", 0)))
+    logits_fn = padded_logits_fn(logits_fn, check_size_divisor(_field(eval_config, "size_divisor")))
     if mode in ("ssc", "mscf"):
         if len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(f"eval_config.crop_size must be (height, width), got {crop_size}")
@@ -319,7 +319,7 @@ def describe_protocol(eval_config: Any) -> str:
         parts.append(f"scales {tuple(eval_config.scales)}" + (", flip" if eval_config.flip else ", no flip"))
     if mode in ("ssc", "mscf"):
         parts.append(f"crop {tuple(eval_config.crop_size)}, stride {eval_config.stride:g}")
-    if eval_config.get("size_divisor", 0) > 1:
+    if _field(eval_config, "size_divisor") > 1:
         parts.append(f"inputs padded to multiples of {eval_config.size_divisor}")
     return ": ".join([parts[0], "; ".join(parts[1:])]) if len(parts) > 1 else mode
 
@@ -359,12 +359,15 @@ _PROTOCOL_FIELDS = ("mode", "scales", "flip", "crop_size", "stride", "size_divis
 _PROTOCOL_DEFAULTS = {"size_divisor": 0}  # fields added later: configs saved before them read as off
 
 
+def _field(eval_config: Any, key: str) -> Any:
+    """``eval_config[key]``, or its ``_PROTOCOL_DEFAULTS`` value in a config saved before the field existed."""
+    return eval_config[key] if key in eval_config else _PROTOCOL_DEFAULTS[key]
+
+
 def _protocol(eval_config: Any) -> tuple:
     """The fields of eval_config that define the computation, hashable."""
-    def field(k):
-        return eval_config[k] if k in eval_config or k not in _PROTOCOL_DEFAULTS else _PROTOCOL_DEFAULTS[k]
     return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
-                 for k, v in ((k, field(k)) for k in _PROTOCOL_FIELDS))
+                 for k, v in ((k, _field(eval_config, k)) for k in _PROTOCOL_FIELDS))
 
 
 @functools.lru_cache(maxsize=16)
