@@ -45,12 +45,22 @@ def _guarded(main, argv):
         if isinstance(error, KeyError) and message.startswith(("'", '"')):
             message = message[1:-1]
         # From here on, other threads' late reports (the checkpointing library's I/O threads after a failed
-        # asynchronous save) go nowhere, so that the message stays the last thing printed: one such thread's
-        # traceback once landed after it (a CI run of tests/train/test_faults.py).
-        stderr, sys.stderr = sys.stderr, open(os.devnull, "w")
+        # asynchronous save, "Event loop is closed") go nowhere, so that the message is the last thing printed.
+        # Swapping ``sys.stderr`` alone was not enough: a thread that had already taken the stream (a logging
+        # handler, a traceback being printed) went on writing after the message (a CI run of
+        # tests/train/test_faults.py). So file descriptor 2 itself is pointed at /dev/null, and the message is
+        # written to a duplicate of the original taken just before.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         logging.disable(logging.CRITICAL)
-        print(f"error: {message}\n(run with --verbose for the traceback)", file=stderr, flush=True)
-        sys.stdout.flush()
+        original = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        sys.stderr = os.fdopen(null, "w")
+        os.write(original, f"error: {message}\n(run with --verbose for the traceback)\n".encode())
         # Skip the interpreter's teardown: after a failed asynchronous save, background threads of the
-        # checkpointing library would otherwise print pages of secondary errors ("Event loop is closed").
+        # checkpointing library would otherwise print pages of secondary errors.
         os._exit(1)
