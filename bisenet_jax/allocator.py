@@ -93,13 +93,14 @@ def enable() -> None:
     if preload is None or not sys.executable:  # after the re-execution LD_PRELOAD names mimalloc: None
         return
     environ = {**MIMALLOC_SETTINGS, **os.environ, "LD_PRELOAD": preload}
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: the process started without that file descriptor
+            stream.flush()
     try:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
     except OSError as error:  # e.g. an interpreter path that vanished: not worth stopping a run for
         print(f"warning: could not re-execute with LD_PRELOAD={preload} ({error}); going on with the C "
-              f"library's allocator", file=sys.stderr)
+              f"library's allocator", file=sys.stderr or sys.stdout)
 
 
 def describe(environ: Mapping[str, str] | None = None, loaded: str | None = None) -> str:

@@ -35,6 +35,14 @@ def _verbose() -> bool:
     return verbose or os.environ.get("BISENET_VERBOSE", "") not in ("", "0")
 
 
+def _on_descriptor_2(stream) -> bool:
+    """Whether ``stream`` (Python's stderr) writes to file descriptor 2."""
+    try:
+        return stream is not None and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return False
+
+
 def _guarded(main, argv):
     try:
         return main(argv)
@@ -50,17 +58,26 @@ def _guarded(main, argv):
         # handler, a traceback being printed) went on writing after the message (a CI run of
         # tests/train/test_faults.py). So file descriptor 2 itself is pointed at /dev/null, and the message is
         # written to a duplicate of the original taken just before.
-        for stream in (sys.stdout, sys.stderr):
+        stream = sys.stderr
+        for each in (sys.stdout, stream):
             try:
-                stream.flush()
-            except (OSError, ValueError):
+                each.flush()
+            except (AttributeError, OSError, ValueError):  # None (started without the descriptor), closed
                 pass
         logging.disable(logging.CRITICAL)
-        original = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        sys.stderr = os.fdopen(null, "w")
-        os.write(original, f"error: {message}\n(run with --verbose for the traceback)\n".encode())
+        text = f"error: {message}\n(run with --verbose for the traceback)\n"
+        if _on_descriptor_2(stream):
+            original = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            sys.stderr = os.fdopen(null, "w")
+            os.write(original, text.encode())
+        else:  # started without stderr (then descriptor 2 may be any file opened since) or with it replaced
+            sys.stderr = open(os.devnull, "w")
+            try:
+                print(text, end="", file=stream if stream is not None else sys.stdout, flush=True)
+            except (AttributeError, OSError, ValueError):
+                pass
         # Skip the interpreter's teardown: after a failed asynchronous save, background threads of the
         # checkpointing library would otherwise print pages of secondary errors.
         os._exit(1)

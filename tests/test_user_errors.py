@@ -45,3 +45,16 @@ def test_a_truncated_weights_file_is_named(tmp_path):
         path.write_bytes(data[:len(data) // 3])
         with pytest.raises(ValueError, match=rf"{name} cannot be read as a \.(safetensors|pth) checkpoint"):
             load_torch_checkpoint(path)
+
+
+def test_with_stderr_closed_the_message_goes_to_stdout(tmp_path):
+    # A job runner may start a command without file descriptor 2; the one line must still reach the user.
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("BISENET_VERBOSE", None)
+    result = subprocess.run([sys.executable, "-m", "bisenet_jax.main", "--config", str(REPO / "configs" / "tiny.py"),
+                             "--workdir", str(tmp_path / "run"), "--config.data.crop_size=(16,16)"],
+                            stdout=subprocess.PIPE, text=True, timeout=300, env=env, cwd=REPO,
+                            preexec_fn=lambda: os.close(2))
+    assert result.returncode == 1
+    assert "error: data.crop_size=(16, 16)" in result.stdout
+    assert not (tmp_path / "run").exists()
