@@ -51,10 +51,10 @@ def test_with_stderr_closed_the_message_goes_to_stdout(tmp_path):
     # A job runner may start a command without file descriptor 2; the one line must still reach the user.
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("BISENET_VERBOSE", None)
-    result = subprocess.run([sys.executable, "-m", "bisenet_jax.main", "--config", str(REPO / "configs" / "tiny.py"),
-                             "--workdir", str(tmp_path / "run"), "--config.data.crop_size=(16,16)"],
-                            stdout=subprocess.PIPE, text=True, timeout=300, env=env, cwd=REPO,
-                            preexec_fn=lambda: os.close(2))
+    command = [sys.executable, "-m", "bisenet_jax.main", "--config", str(REPO / "configs" / "tiny.py"),
+               "--workdir", str(tmp_path / "run"), "--config.data.crop_size=(16,16)"]
+    result = subprocess.run(["sh", "-c", 'exec "$0" "$@" 2>&-', *command],  # the shell closes descriptor 2
+                            stdout=subprocess.PIPE, text=True, timeout=300, env=env, cwd=REPO)
     assert result.returncode == 1
     assert "error: data.crop_size=(16, 16)" in result.stdout
     assert not (tmp_path / "run").exists()
