@@ -319,8 +319,9 @@ def describe_protocol(eval_config: Any) -> str:
         parts.append(f"scales {tuple(eval_config.scales)}" + (", flip" if eval_config.flip else ", no flip"))
     if mode in ("ssc", "mscf"):
         parts.append(f"crop {tuple(eval_config.crop_size)}, stride {eval_config.stride:g}")
-    if _field(eval_config, "size_divisor") > 1:
-        parts.append(f"inputs padded to multiples of {eval_config.size_divisor}")
+    divisor = _field(eval_config, "size_divisor")
+    if divisor > 1:
+        parts.append(f"inputs padded to multiples of {divisor}")
     return ": ".join([parts[0], "; ".join(parts[1:])]) if len(parts) > 1 else mode
 
 
