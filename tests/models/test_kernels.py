@@ -259,6 +259,19 @@ def test_dense_conv_traces_its_custom_gradient_only_where_it_applies():
     assert custom_vjps((1, 6, 6, 16), (3, 3, 1, 16), groups=16) == 0
 
 
+@pytest.mark.parametrize("k, stride, pad, transposes, dots", [(1, 1, 0, 0, 1), (1, 2, 0, 0, 1), (3, 1, 1, 1, 0)])
+def test_a_1x1_kernel_gradient_is_one_matmul_without_a_transposed_copy(k, stride, pad, transposes, dots):
+    """A 1x1 convolution's kernel gradient contracts the activation as it lies (one dot_general, no
+    transpose of the activation); a 3x3 one still transposes it (one block here) for XLA's
+    convolution. Its values are checked against XLA's in the two tests around this one."""
+    x, w = jnp.zeros((2, 6, 6, 8)), jnp.zeros((k, k, 8, 4))
+    _, vjp = jax.vjp(lambda w: CPU_KERNELS.conv(x, w, stride, pad), w)
+    g = jnp.zeros(((2, 3, 3, 4) if stride == 2 else (2, 6, 6, 4)))
+    jaxpr = jax.make_jaxpr(vjp)(g).jaxpr
+    assert _count_primitive(jaxpr, "transpose") - (k > 1) == transposes  # (k > 1): the (C, kh, kw, O) result's own
+    assert _count_primitive(jaxpr, "dot_general") == dots
+
+
 @pytest.mark.parametrize("block_bytes, expected_blocks",
                          [(1, 7), (4 * 5 * 6 * 4, 7), (2 * 4 * 5 * 6 * 4 - 1, 7), (2 * 4 * 5 * 6 * 4, 4),
                           (3 * 4 * 5 * 6 * 4, 3), (10 ** 9, 1)])
