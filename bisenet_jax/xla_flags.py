@@ -1,10 +1,11 @@
 """XLA compiler options on CPU for the train step (the measured fast path, and only where it is one) and the initialisation.
 
 By default XLA:CPU hands each convolution to YNNPACK (the fusion type ``individual_convolution``).
-Setting the type to ``dot,eltwise,reduce`` replaces that default: YNNPACK gets the step's matmuls,
-elementwise fusions and reductions, and the convolutions go to XLA's own (Eigen) convolution. That
-makes the train step faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of
-docs/profile.md (alternating fresh processes, same session):
+Setting the type to ``dot,reduce`` replaces that default: YNNPACK gets the step's matmuls and
+reductions, and the convolutions go to XLA's own (Eigen) convolution. That makes the train step
+faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of docs/profile.md
+(alternating fresh processes, same session; sessions 2-6, with ``dot,eltwise,reduce``, which then
+gave the same picture):
 
 - train step (batch 8): V1-R18 2.03 s against 2.55 s without, V1-X39 1.43 / 1.51 s, V2 1.90-2.03 /
   2.10 s;
@@ -14,14 +15,18 @@ Giving the train step's convolutions back to YNNPACK (``individual_convolution``
 through ``XLA_FLAGS``) is slower (session 15, same protocol): V1-R18 1.98 / 2.00 s against 1.70 /
 1.56 s, V2 1.39 / 1.46 s against 1.34 / 1.27 s, V1-X39 0.75 s against 0.69 s.
 
-In a program with depthwise convolutions the elementwise part is left out (``dot,reduce``):
-YNNPACK's elementwise fusions do not take slices, so the nine taps of the shifted-sum depthwise
-convolution (``models/kernels.py``) become nine copies before a YNNPACK sum that is slower than XLA's
-own fused loop (8x32x40x64 forward 1.9 ms against 0.45 ms, input gradient 2.8 against 0.4 ms).
-Measured on the train step (batch 8, same session, ``XLA_FLAGS`` overriding the type): V1-X39 1.047 s
-with ``dot,reduce`` against 1.085 s with ``dot,eltwise,reduce`` (1.149 s with neither, 1.178 s with
-``eltwise`` alone); V2 1.78 and 1.85 s against 1.93 and 1.92 s; but V1-R18, which has no depthwise
-convolution, 1.96 s with ``eltwise`` against 2.03 and 2.14 s without.
+The elementwise part (``eltwise``) is left out. For the models with depthwise convolutions it was
+slower from the start (session 6): YNNPACK's elementwise fusions do not take slices, so the nine
+taps of the shifted-sum depthwise convolution (``models/kernels.py``) become nine copies before a
+YNNPACK sum (8x32x40x64 forward 1.9 ms against 0.45 ms, input gradient 2.8 against 0.4 ms); V1-X39's
+step 1.085 s with it against 1.047 s without, V2 1.93 / 1.78 s. V1-R18, which has none, kept it
+until session 44 (1.96 s against 2.03-2.14 s in session 6, when XLA's own transposes for the kernel
+gradients were slow); since the kernel gradients' operands are transposed in row blocks and 1x1
+kernel gradients are matmuls, it loses there too: R18's step (``benchmark_train.py`` JAX side,
+``XLA_FLAGS`` setting the type, alternating fresh processes, AMD EPYC VM) 1.510, 1.464, 1.484 s
+with ``dot,reduce`` against 1.586, 1.513, 1.533 s with ``dot,eltwise,reduce``; at 11 classes 1.430 /
+1.518 against 1.530 / 1.504 s. Alone, its SGD update takes 21.8 ms with ``eltwise`` against 6.5 ms
+without (docs/profile.md, session 43). So every model's step gets ``dot,reduce``.
 
 So it is not a process-wide ``XLA_FLAGS`` default: :func:`train_step_options` gives it to the one
 ``jax.jit`` of the train step (``bisenet_jax/train/step.py``) as per-program compiler options, on
@@ -29,10 +34,12 @@ the CPU backend only; evaluation, prediction and export compile without it, and 
 never see it. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no gain in
 training, 2122 ms against 1655 ms in R18 inference.)
 
-One difference in values: under these fusions ``max(NaN, 0)`` is 0 (XLA's own fusion gives NaN), so
-a NaN that enters a ReLU is dropped. The step's finite check covers the gradient norm as well as the
-loss, so a NaN batch is still refused and the run stops naming the step (tests/train/test_faults.py,
-tests/test_xla_flags.py).
+One difference in values: YNNPACK's max ignores NaN. ``jnp.max`` of an array holding a NaN is the
+largest of its other values, and a ReLU fused into a YNNPACK reduction, ``sum(max(x, 0))``, drops a
+NaN ``x``; sums and elementwise ops propagate NaN. (XLA:CPU's defaults in jaxlib 0.10.2 hand
+reductions to YNNPACK as well, so this holds without the option too.) The step's finite check reads
+sums (the loss and the gradient norm), so a NaN batch is still refused and the run stops naming the
+step (tests/train/test_faults.py, tests/test_xla_flags.py).
 
 Accuracy: session 30 found V2's float32 gradients at the initialisation less precise under ``dot,reduce``
 (median relative error 7.4e-5 against 2.1e-6) on the race's first batch, but not on a random batch
@@ -65,9 +72,7 @@ OPT_OUT = "BISENET_XLA_DEFAULTS"
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 # As ``XLA_FLAGS`` spells them (what describe() prints and what a user can set to override).
-TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,eltwise,reduce"}
-# For programs with depthwise convolutions (see the module docstring).
-DEPTHWISE_TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,reduce"}
+TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,reduce"}
 _PREFIX = "LIBRARY_FUSION_TYPE_"
 # For the one-off initialisation program (see the module docstring).
 INIT_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
@@ -105,13 +110,11 @@ def _cpu_options(options: Mapping, backend: str | None, environ: Mapping[str, st
     return {name: value for name, value in options.items() if name not in user}
 
 
-def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None, *,
-                       depthwise: bool = False) -> dict[str, str]:
+def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``compiler_options`` for ``jax.jit`` of the train step: the CPU flags above on the "cpu"
-    backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}.
-    ``depthwise``: the model has depthwise convolutions (``DEPTHWISE_TRAIN_STEP_CPU_FLAGS``)."""
-    flags = DEPTHWISE_TRAIN_STEP_CPU_FLAGS if depthwise else TRAIN_STEP_CPU_FLAGS
-    return {name: _compiler_value(value) for name, value in _cpu_options(flags, backend, environ).items()}
+    backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}."""
+    options = _cpu_options(TRAIN_STEP_CPU_FLAGS, backend, environ)
+    return {name: _compiler_value(value) for name, value in options.items()}
 
 
 def init_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, int]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 import pytest
 import jax.numpy as jnp
 
@@ -32,19 +33,19 @@ def test_opt_out():
 
 def test_describe_names_the_flag_as_xla_flags_spells_it():
     line = xla_flags.describe(xla_flags.train_step_options("cpu", {}), {})
-    assert f"--{YNN}=dot,eltwise,reduce" in line and line.startswith("XLA_FLAGS: (none)")
+    assert f"--{YNN}=dot,reduce" in line and line.startswith("XLA_FLAGS: (none)")
 
 
-def test_depthwise_programs_leave_elementwise_fusions_to_xla():
-    options = xla_flags.train_step_options("cpu", {}, depthwise=True)
+def test_every_models_step_leaves_elementwise_fusions_to_xla():
+    options = xla_flags.train_step_options("cpu", {})
     assert options == {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
     assert f"--{YNN}=dot,reduce " in xla_flags.describe(options, {})
-    assert xla_flags.train_step_options("gpu", {}, depthwise=True) == {}
-    assert xla_flags.train_step_options("cpu", {"XLA_FLAGS": f"--{YNN}=dot"}, depthwise=True) == {}
+    assert xla_flags.train_step_options("gpu", {}) == {}
+    assert xla_flags.train_step_options("cpu", {"XLA_FLAGS": f"--{YNN}=dot"}) == {}
 
 
-@pytest.mark.parametrize("name,depthwise", [("bisenetv1_r18", False), ("bisenetv2", True)])
-def test_the_setup_compiles_the_step_with_its_models_options(monkeypatch, name, depthwise):
+@pytest.mark.parametrize("name", ["bisenetv1_r18", "bisenetv2"])
+def test_the_setup_compiles_the_step_with_the_options(monkeypatch, name):
     from bisenet_jax.benchmarks import train_speed
     from bisenet_jax.train import setup as setup_module
 
@@ -60,20 +61,20 @@ def test_the_setup_compiles_the_step_with_its_models_options(monkeypatch, name, 
     monkeypatch.setattr(setup_module, "compile_train_step", spy)
     setup = setup_module.create_train_setup(train_speed.benchmark_config(name, 11, "float32", 2, 64, 64),
                                             ignore_label=255)
-    expected = xla_flags.train_step_options("cpu", {}, depthwise=depthwise)
-    assert setup.step_options == expected
+    assert setup.step_options == xla_flags.train_step_options("cpu", {}) != {}
     # The step is jitted with these (compile_train_step hands them to jax.jit: the test above).
-    assert passed["compiler_options"] == expected
-    assert ("ELTWISE" in expected[YNN]) is (not depthwise)
+    assert passed["compiler_options"] == setup.step_options
 
 
 def test_the_options_reach_the_compiler():
-    """Compiled with the options, an elementwise program is handed to YNNPACK; without, XLA fuses it itself."""
+    """Compiled with the options, a convolution is XLA's own; by default XLA:CPU hands it to YNNPACK."""
     options = xla_flags.train_step_options("cpu", {})
-    x = jnp.ones((256, 256))
-    with_options = jax.jit(lambda x: jnp.exp(x) * 2 + 1, compiler_options=options).lower(x).compile().as_text()
-    plain = jax.jit(lambda x: jnp.exp(x) * 2 + 1).lower(x).compile().as_text()
-    assert "ynn" in with_options and "ynn" not in plain
+    x = jnp.ones((2, 32, 32, 64))
+    conv = lambda x: jax.lax.conv_general_dilated(x, jnp.ones((3, 3, 64, 64)), (1, 1), "SAME",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    with_options = jax.jit(conv, compiler_options=options).lower(x).compile().as_text()
+    plain = jax.jit(conv).lower(x).compile().as_text()
+    assert "ynn" not in with_options and "ynn" in plain
 
 
 def test_the_train_step_is_compiled_with_them(monkeypatch):
@@ -99,15 +100,19 @@ def test_the_train_step_is_compiled_with_them(monkeypatch):
     assert seen["compiler_options"] is None
 
 
-def test_known_semantics_of_the_options_relu_drops_nan():
-    """Recorded so that a change in YNNPACK is noticed: under the train step's options max(NaN, 0) is 0
-    (XLA's own fusion gives NaN). A NaN input can then reach the loss as a finite value; the step's
-    finite check on the gradient norm still refuses the update (tests/train/test_faults.py)."""
-    x = jnp.full((64, 64), jnp.nan)
-    relu = lambda x: jnp.maximum(x, 0.0) * 2
-    with_options = jax.jit(relu, compiler_options=xla_flags.train_step_options("cpu", {}))(x)
-    assert float(with_options[0, 0]) == 0.0
-    assert bool(jnp.isnan(jax.jit(relu)(x)[0, 0]))
+def test_known_semantics_of_the_options_max_ignores_nan():
+    """Recorded so that a change in YNNPACK is noticed: under the train step's options (and XLA:CPU's
+    defaults, which also hand reductions to YNNPACK) a max inside a reduction ignores NaN, while sums
+    and a lone elementwise ReLU keep it. The step's finite check reads sums, so a NaN batch is still
+    refused (tests/train/test_faults.py)."""
+    x = jnp.ones((64, 64)).at[3, 5].set(jnp.nan)
+    options = xla_flags.train_step_options("cpu", {})
+    fns = {"max": jnp.max, "relu_sum": lambda x: jnp.sum(jnp.maximum(x, 0.0)), "sum": jnp.sum,
+           "sum_sq": lambda x: jnp.sum(x * x), "relu": lambda x: jnp.maximum(x, 0.0) * 2}
+    out = {k: np.asarray(jax.jit(f, compiler_options=options)(x)) for k, f in fns.items()}
+    assert float(out["max"]) == 1.0 and float(out["relu_sum"]) == 64 * 64 - 1
+    assert all(np.isnan(out[k]).any() for k in ("sum", "sum_sq", "relu"))
+    assert np.isnan(np.asarray(jnp.maximum(x, 0.0))).sum() == 1  # eager, outside any reduction
 
 
 def test_init_options_only_on_cpu_never_over_a_users_flag_and_off_on_request():

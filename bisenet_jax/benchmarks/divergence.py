@@ -114,7 +114,6 @@ def _setup(config: Any, num_batches: int, init_checkpoint: str, dropout: bool):
     from bisenet_jax.benchmarks import torch_reference
     from bisenet_jax.convert.state_dict import from_torch_state_dict
     from bisenet_jax.models import create_model
-    from bisenet_jax.models.kernels import has_depthwise_kernels
     from bisenet_jax.train.optim import create_optimizer
     from bisenet_jax.train.state import TrainState
     from bisenet_jax.train.step import train_step
@@ -141,7 +140,7 @@ def _setup(config: Any, num_batches: int, init_checkpoint: str, dropout: bool):
     state = TrainState.create(apply_fn=model.apply, params=jax.tree.map(jnp.asarray, variables["params"]), tx=tx,
                               batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
                               rng=jax.random.PRNGKey(config.train.seed))
-    step_options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(state.params))
+    step_options = xla_flags.train_step_options()
     step = jax.jit(lambda s, b: train_step(s, b, loss_name=config.loss.name, ignore_label=info.ignore_label,
                                            aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,
                                            schedule=schedule, kernels=model.kernels),

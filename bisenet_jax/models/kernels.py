@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -429,22 +429,6 @@ def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
     kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.int32(0), jnp.int32(0x7F800001)))  # +inf + 1
     return jax.lax.bitcast_convert_type(kth, jnp.float32)
 
-
-def has_depthwise_kernels(params: Any) -> bool:
-    """Whether a parameter tree holds a depthwise convolution kernel: a "kernel" leaf of shape
-    (k, k, 1, channels) with k > 1 and channels > 1 (one input channel per group). The train step's
-    CPU compiler options depend on it (``bisenet_jax/xla_flags.py``). Works on arrays and on
-    ``jax.ShapeDtypeStruct`` trees."""
-    def is_depthwise(path, leaf) -> bool:
-        shape = tuple(getattr(leaf, "shape", ()))
-        name = getattr(path[-1], "key", None) if path else None
-        return name == "kernel" and len(shape) == 4 and shape[0] > 1 and shape[2] == 1 and shape[3] > 1
-
-    return any(is_depthwise(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0])
-
-
-# ------------------------------------------------------------------------------------------------
-# The bundles and the per-backend choice
 
 XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest, repeat_upsample2_conv3x3,
                       grouped_conv)

@@ -18,7 +18,6 @@ from jax.sharding import Mesh, NamedSharding
 
 from bisenet_jax import xla_flags
 from bisenet_jax.models import create_model
-from bisenet_jax.models.kernels import has_depthwise_kernels
 from bisenet_jax.train.optim import create_optimizer
 from bisenet_jax.train.state import TrainState, batch_sharding, create_mesh, replicated
 from bisenet_jax.train.step import compile_train_step
@@ -69,7 +68,7 @@ def create_train_setup(config, *, ignore_label: int) -> TrainSetup:
     # Compiled with its own options: the one-off program's compilation is mostly LLVM (xla_flags.py).
     init_options = xla_flags.init_options()
     state = jax.jit(init, out_shardings=shardings).lower(init_rng).compile(compiler_options=init_options)(init_rng)
-    step_options = xla_flags.train_step_options(depthwise=has_depthwise_kernels(abstract.params))
+    step_options = xla_flags.train_step_options()
     train_step = compile_train_step(config, shardings, batch_sharding(mesh), replicated(mesh), schedule,
                                     ignore_label, kernels=model.kernels, compiler_options=step_options)
     return TrainSetup(mesh, model, state, shardings, schedule, train_step, batch_sharding(mesh), step_options,

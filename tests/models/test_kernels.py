@@ -503,21 +503,3 @@ def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name, eval_u
     assert _count_2x2_convolutions(cpu_jaxpr) == eval_upsampling + 2 * train_upsampling
 
 
-@pytest.mark.parametrize("name,expected", [("bisenetv1_r18", False), ("bisenetv1_x39", True), ("bisenetv2", True)])
-def test_has_depthwise_kernels_finds_the_depthwise_convolutions(name, expected):
-    from bisenet_jax.models.kernels import has_depthwise_kernels
-
-    model = create_model(name, 11)
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))["params"]
-    assert has_depthwise_kernels(params) is expected
-
-
-def test_has_depthwise_kernels_reads_shapes_and_names_only():
-    from bisenet_jax.models.kernels import has_depthwise_kernels
-
-    dense_1x1 = {"conv": {"kernel": jnp.zeros((1, 1, 1, 8))}}  # one input channel, but no spatial extent
-    single_channel = {"conv": {"kernel": jnp.zeros((3, 3, 1, 1))}}
-    bias_like = {"conv": {"bias": jnp.zeros((3, 3, 1, 8))}}
-    depthwise = {"block": {"depthwise": {"kernel": jax.ShapeDtypeStruct((3, 3, 1, 32), jnp.float32)}}}
-    assert not any(has_depthwise_kernels(p) for p in (dense_1x1, single_channel, bias_like, {}))
-    assert has_depthwise_kernels(depthwise)

@@ -66,8 +66,8 @@ def test_nonfinite_stop_with_async_saves_names_a_step_that_loads(tmp_path, monke
     config = tiny_config(log_every=1, checkpoint_every=4, async_checkpointing=True)
     with pytest.raises(loop.NonFiniteLossError, match=r"at step 5 .*last good checkpoint is step 4") as error:
         loop.train_and_evaluate(config, tmp_path)
-    # The message names what was non-finite. On CPU the train step's YNNPACK fusions (bisenet_jax/xla_flags.py)
-    # take max(NaN, 0) = 0, so a NaN image may give a finite loss; its gradient norm is NaN either way.
+    # The message names what was non-finite. On CPU a max inside the train step's YNNPACK reductions
+    # (bisenet_jax/xla_flags.py) ignores NaN, so a NaN image may give a finite loss; its gradient norm is NaN.
     assert re.search(r"(loss|grad_norm) nan", str(error.value)), str(error.value)
     variables, info = checkpoints.load_model(tmp_path)  # the named step is complete on disk
     assert info["step"] == 4
