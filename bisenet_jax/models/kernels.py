@@ -189,7 +189,11 @@ def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
                                (k - 1, k - 1 + extra_w, stride - 1), (0, 0, 0)))
     dxp = _shifted_sum(gp, w[::-1, ::-1], 1, hp, wp)
     if multiplier > 1:
-        dxp = dxp.reshape(*dxp.shape[:3], c, multiplier).sum(-1)
+        # Output channel c * m + j read input channel c: its gradient adds the m channels, as m
+        # slices in one elementwise loop. A sum over the minor axis of (..., C, m) went to YNNPACK
+        # under the train step's "reduce" fusion option and cost 2-10x more (docs/profile.md, session 44).
+        dxp = dxp.reshape(*dxp.shape[:3], c, multiplier)
+        dxp = functools.reduce(jnp.add, [dxp[..., j] for j in range(multiplier)])
     dx = dxp[:, pad:hp - pad, pad:wp - pad, :]
     return dx.astype(xp.dtype), dw
 

@@ -46,6 +46,17 @@ def test_depthwise_forms_agree_in_values_and_gradients(height, width, channels, 
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("multiplier", [1, 6])
+def test_depthwise_input_gradient_adds_the_multipliers_channels_without_a_reduction(multiplier):
+    """With a channel multiplier the input gradient adds the m channels of each input channel as m
+    slices: the VJP's only sums are the kernel gradient's k*k width sums (no sum over the (C, m)
+    array's minor axis, which went to YNNPACK and cost 2-10x more). Values: the tests around this one."""
+    x, kernel = jnp.zeros((2, 6, 6, 4)), jnp.zeros((3, 3, 1, 4 * multiplier))
+    _, vjp = jax.vjp(lambda x, w: CPU_KERNELS.depthwise_conv(x, w, 2, 1), x, kernel)
+    jaxpr = jax.make_jaxpr(vjp)(jnp.zeros((2, 3, 3, 4 * multiplier))).jaxpr
+    assert _count_primitive(jaxpr, "reduce_sum") == 9
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_depthwise_kernel_gradient_accumulates_bfloat16_in_float32(stride):
     # Ones everywhere: the centre tap's gradient is the number of output pixels, 2 * 64 * 64 / stride^2
