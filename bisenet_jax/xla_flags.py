@@ -1,11 +1,11 @@
 """XLA compiler options on CPU for the train step (the measured fast path, and only where it is one) and the initialisation.
 
-By default XLA:CPU hands each convolution to YNNPACK (the fusion type ``individual_convolution``).
-Setting the type to ``dot,reduce`` replaces that default: YNNPACK gets the step's matmuls and
-reductions, and the convolutions go to XLA's own (Eigen) convolution. That makes the train step
-faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of docs/profile.md
-(alternating fresh processes, same session; sessions 2-6, with ``dot,eltwise,reduce``, which then
-gave the same picture):
+By default XLA:CPU (jaxlib 0.10.2) hands each convolution to YNNPACK, and its matmuls and reductions
+as well. Setting the fusion type to ``dot,reduce`` replaces that default: YNNPACK keeps the step's
+matmuls and reductions, and the convolutions go to XLA's own (Eigen) convolution. That makes the
+train step faster but inference slower, measured on the 2-core AMD EPYC (Zen 4) of docs/profile.md
+(alternating fresh processes, same session; figures from sessions 2-6, measured with
+``dot,eltwise,reduce``):
 
 - train step (batch 8): V1-R18 2.03 s against 2.55 s without, V1-X39 1.43 / 1.51 s, V2 1.90-2.03 /
   2.10 s;
@@ -22,11 +22,11 @@ YNNPACK sum (8x32x40x64 forward 1.9 ms against 0.45 ms, input gradient 2.8 again
 step 1.085 s with it against 1.047 s without, V2 1.93 / 1.78 s. V1-R18, which has none, kept it
 until session 44 (1.96 s against 2.03-2.14 s in session 6, when XLA's own transposes for the kernel
 gradients were slow); since the kernel gradients' operands are transposed in row blocks and 1x1
-kernel gradients are matmuls, it loses there too: R18's step (``benchmark_train.py`` JAX side,
+kernel gradients are matmuls, ``eltwise`` is slower for R18 too: R18's step (``benchmark_train.py`` JAX side,
 ``XLA_FLAGS`` setting the type, alternating fresh processes, AMD EPYC VM) 1.510, 1.464, 1.484 s
 with ``dot,reduce`` against 1.586, 1.513, 1.533 s with ``dot,eltwise,reduce``; at 11 classes 1.430 /
-1.518 against 1.530 / 1.504 s. Alone, its SGD update takes 21.8 ms with ``eltwise`` against 6.5 ms
-without (docs/profile.md, session 43). So every model's step gets ``dot,reduce``.
+1.518 against 1.530 / 1.504 s. Alone, its SGD update took 21.8 ms with ``eltwise`` against 6.5 ms
+without on the Intel VM of session 43 (docs/profile.md). So every model's step gets ``dot,reduce``.
 
 So it is not a process-wide ``XLA_FLAGS`` default: :func:`train_step_options` gives it to the one
 ``jax.jit`` of the train step (``bisenet_jax/train/step.py``) as per-program compiler options, on
@@ -36,8 +36,8 @@ training, 2122 ms against 1655 ms in R18 inference.)
 
 One difference in values: YNNPACK's max ignores NaN. ``jnp.max`` of an array holding a NaN is the
 largest of its other values, and a ReLU fused into a YNNPACK reduction, ``sum(max(x, 0))``, drops a
-NaN ``x``; sums and elementwise ops propagate NaN. (XLA:CPU's defaults in jaxlib 0.10.2 hand
-reductions to YNNPACK as well, so this holds without the option too.) The step's finite check reads
+NaN ``x``; sums and elementwise ops propagate NaN. (XLA:CPU's defaults hand reductions to YNNPACK
+as well, so this holds without the option too.) The step's finite check reads
 sums (the loss and the gradient norm), so a NaN batch is still refused and the run stops naming the
 step (tests/train/test_faults.py, tests/test_xla_flags.py).
 

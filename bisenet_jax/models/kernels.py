@@ -21,7 +21,8 @@ Five ops of BiSeNet training have two forms with the same values and gradients:
   same forward and input gradient with the kernel gradient's operand transposed a block of rows at
   a time. XLA:CPU's kernel-gradient convolution reads the activation with the batch innermost, and
   XLA writes that copy with one whole-array transpose at under 2 GB/s; done in blocks of rows of
-  about 512 KB it takes half the time (see ``_batch_minor``).
+  about 512 KB it takes half the time (see ``_batch_minor``). A 1x1 kernel without padding needs
+  no copy: its kernel gradient is one matmul over the activation as it lies.
 
 :data:`XLA_KERNELS` holds the library ops (what GPU and TPU get), :data:`CPU_KERNELS` the CPU forms.
 A model takes its bundle as the module attribute ``kernels``, as flax's ImageNet ResNet takes
@@ -192,7 +193,7 @@ def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
         # Output channel c * m + j read input channel c: its gradient adds the m channels, as m
         # slices in one elementwise loop. A sum over the minor axis of (..., C, m) went to YNNPACK
         # under the train step's "reduce" fusion option and cost 2-10x more (docs/profile.md, session 44).
-        dxp = dxp.reshape(*dxp.shape[:3], c, multiplier)
+        dxp = dxp.reshape(*dxp.shape[:3], c, multiplier).astype(jnp.promote_types(dxp.dtype, jnp.float32))
         dxp = functools.reduce(jnp.add, [dxp[..., j] for j in range(multiplier)])
     dx = dxp[:, pad:hp - pad, pad:wp - pad, :]
     return dx.astype(xp.dtype), dw
@@ -367,8 +368,8 @@ def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, .
                           ) -> jax.Array:
     """d(sum(conv(x, k, stride, pad) * g)) / dk: the correlation of the activation (batch as the
     contracted feature, channels as the batch) with the output gradient dilated by the stride, as
-    XLA's autodiff writes it, on the activation from :func:`_batch_minor`. Accumulated in float32 at
-    least."""
+    XLA's autodiff writes it, on the activation from :func:`_batch_minor`; for a 1x1 kernel without
+    padding, one matmul over the untransposed activation. Accumulated in float32 at least."""
     kh, kw = kernel_shape[:2]
     accumulate = jnp.promote_types(jnp.promote_types(x.dtype, g.dtype), jnp.float32)
     if (kh, kw, pad) == (1, 1, 0):
@@ -376,8 +377,8 @@ def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, .
         # dot_general that contracts the leading axes reads x as it lies (the matmul packs its
         # operands itself), so no batch-innermost copy is written. See docs/profile.md (session 44).
         x = x[:, ::stride, ::stride] if stride > 1 else x
-        return jax.lax.dot_general(x, g, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=accumulate
-                                   )[None, None]
+        dk = jax.lax.dot_general(x, g, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=accumulate)
+        return dk[None, None]
     _, h, w, _ = x.shape
     out_h, out_w = g.shape[1], g.shape[2]
     # Rows and columns past the last window (a stride that does not divide the padded size) are
@@ -432,6 +433,10 @@ def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
 
     kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.int32(0), jnp.int32(0x7F800001)))  # +inf + 1
     return jax.lax.bitcast_convert_type(kth, jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The bundles and the per-backend choice
 
 
 XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest, repeat_upsample2_conv3x3,

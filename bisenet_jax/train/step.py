@@ -57,7 +57,7 @@ def compile_train_step(config, state_shardings, data_sharding, replicated_shardi
 
     ``kernels`` is the model's bundle, so that the loss (OHEM's selection) makes the model's choice.
     ``compiler_options``: the program's XLA options, by default ``xla_flags.train_step_options()``
-    (the setup passes the ones for its model).
+    (the setup passes the same options explicitly).
     """
     step = functools.partial(train_step, loss_name=config.loss.name, ignore_label=ignore_label,
                              aux_weight=config.loss.aux_weight, ohem_thresh=config.loss.ohem_thresh,

@@ -7,13 +7,15 @@ summation orders cost float64 rounding only. The comparison still ends at float3
 parameters stay float32 in every dtype (the models keep param_dtype=float32) and the loss is reduced
 in float32, so the two runs may differ by float32 rounding (measured with V1-R18 at 64x64: the losses by
 7e-10 relative, the parameter vectors by 3e-12 after 3 steps and 2e-8 after the resumed steps 4-5; at
-the 32x32 crops used now: the losses by 2e-15, the float32 parameters identical), far below what a
-per-process BatchNorm, a per-process loss mean or another batch order would change (1e-3 and more).
-Since the train step's CPU option left XLA its own elementwise fusions (session 44, xla_flags.py), the
-two layouts' float64 results round a few float32 parameters apart by step 3 (6e-12 of the vector, 9e-10
-at most), and the next two steps grow that to 1.1e-7 of the vector (3e-7 at most; the losses 2.4e-8):
-one rounding step in a few values moves the early steps' outcome, as in the CamVid races'
-trajectories (docs/benchmarks.md). Hence 1e-7 after 3 steps and 1e-6 after 5 (relative, whole vector).
+the 32x32 crops used until session 44: the losses by 2e-15, the float32 parameters identical), far below
+what a per-process BatchNorm, a per-process loss mean or another batch order would change (1e-3 and more).
+Since the train step's CPU option left XLA its own elementwise fusions (session 44, xla_flags.py; with
+the option as before the two runs read 0 and 3e-10, whether or not 1x1 kernel gradients are matmuls),
+the two layouts' float64 results round a few float32 parameters apart by step 3 (6e-12 of the vector,
+9e-10 at most), and the next two steps grow that to 1.1e-7 of the vector (3e-7 at most; the losses
+2.4e-8): one rounding step in a few values moves the early steps' outcome, as in the CamVid races'
+trajectories (docs/benchmarks.md). Hence, relative to the whole vector, 1e-7 after 3 steps and 1e-6
+after 5, and for the largest entry 1e-6 and 1e-5.
 """
 from __future__ import annotations
 
@@ -167,7 +169,7 @@ def test_two_processes_train_what_one_process_trains_and_resume_together_from_on
         largest = max(float(np.max(np.abs(y - x))) for x, y in zip(a, b, strict=True))
         record_property(f"relative_parameter_difference_step_{step}", float(whole))
         record_property(f"max_absolute_parameter_difference_step_{step}", float(largest))
-        assert whole < (1e-7 if step == 3 else 1e-6) and largest < 1e-6, (step, whole, largest)
+        assert whole < (1e-7 if step == 3 else 1e-6) and largest < (1e-6 if step == 3 else 1e-5), (step, whole, largest)
 
 
 def stopped_step(log: str) -> int:

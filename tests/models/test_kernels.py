@@ -50,7 +50,8 @@ def test_depthwise_forms_agree_in_values_and_gradients(height, width, channels, 
 def test_depthwise_input_gradient_adds_the_multipliers_channels_without_a_reduction(multiplier):
     """With a channel multiplier the input gradient adds the m channels of each input channel as m
     slices: the VJP's only sums are the kernel gradient's k*k width sums (no sum over the (C, m)
-    array's minor axis, which went to YNNPACK and cost 2-10x more). Values: the tests around this one."""
+    array's minor axis, which went to YNNPACK and cost 2-10x more). Values:
+    test_depthwise_forms_agree_in_values_and_gradients and the float64 whole-model test below."""
     x, kernel = jnp.zeros((2, 6, 6, 4)), jnp.zeros((3, 3, 1, 4 * multiplier))
     _, vjp = jax.vjp(lambda x, w: CPU_KERNELS.depthwise_conv(x, w, 2, 1), x, kernel)
     jaxpr = jax.make_jaxpr(vjp)(jnp.zeros((2, 3, 3, 4 * multiplier))).jaxpr
@@ -270,16 +271,17 @@ def test_dense_conv_traces_its_custom_gradient_only_where_it_applies():
     assert custom_vjps((1, 6, 6, 16), (3, 3, 1, 16), groups=16) == 0
 
 
-@pytest.mark.parametrize("k, stride, pad, transposes, dots", [(1, 1, 0, 0, 1), (1, 2, 0, 0, 1), (3, 1, 1, 1, 0)])
+@pytest.mark.parametrize("k, stride, pad, transposes, dots", [(1, 1, 0, 0, 1), (1, 2, 0, 0, 1), (3, 1, 1, 2, 0)])
 def test_a_1x1_kernel_gradient_is_one_matmul_without_a_transposed_copy(k, stride, pad, transposes, dots):
     """A 1x1 convolution's kernel gradient contracts the activation as it lies (one dot_general, no
     transpose of the activation); a 3x3 one still transposes it (one block here) for XLA's
-    convolution. Its values are checked against XLA's in the two tests around this one."""
+    convolution, and its (C, kh, kw, O) result to HWIO. Values: test_dense_conv_forms_agree_in_values_and_gradients
+    and test_dense_conv_gradients_under_jit_in_float64_and_in_row_blocks."""
     x, w = jnp.zeros((2, 6, 6, 8)), jnp.zeros((k, k, 8, 4))
     _, vjp = jax.vjp(lambda w: CPU_KERNELS.conv(x, w, stride, pad), w)
     g = jnp.zeros(((2, 3, 3, 4) if stride == 2 else (2, 6, 6, 4)))
     jaxpr = jax.make_jaxpr(vjp)(g).jaxpr
-    assert _count_primitive(jaxpr, "transpose") - (k > 1) == transposes  # (k > 1): the (C, kh, kw, O) result's own
+    assert _count_primitive(jaxpr, "transpose") == transposes
     assert _count_primitive(jaxpr, "dot_general") == dots
 
 
@@ -512,5 +514,3 @@ def test_xla_kernels_trace_no_custom_vjp_and_cpu_kernels_one_per_op(name, eval_u
     # Every upsampling convolution, in the eval forward and in training, is a 2x2 phase convolution;
     # training adds its input gradient (a 2x2 convolution too).
     assert _count_2x2_convolutions(cpu_jaxpr) == eval_upsampling + 2 * train_upsampling
-
-
