@@ -376,8 +376,8 @@ def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, .
         # A 1x1 convolution's kernel gradient is one matmul, x^T g over every pixel of the batch: a
         # dot_general that contracts the leading axes reads x as it lies (the matmul packs its
         # operands itself), so no batch-innermost copy is written. See docs/profile.md (session 44).
-        x = x[:, ::stride, ::stride] if stride > 1 else x
-        dk = jax.lax.dot_general(x, g, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=accumulate)
+        dk = jax.lax.dot_general(x[:, ::stride, ::stride], g, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                                 preferred_element_type=accumulate)
         return dk[None, None]
     _, h, w, _ = x.shape
     out_h, out_w = g.shape[1], g.shape[2]
