@@ -8,8 +8,9 @@ Five ops of BiSeNet training have two forms with the same values and gradients:
   fuses. The gradient is a custom VJP so that autodiff does not materialise k*k padded copies; its
   kernel part is one variadic reduction over the k*k taps (see ``_shifted_sum_depthwise_bwd``).
 - ``max_pool_3x3_s2``: ``nn.max_pool``, or (CPU) the same forward with a hand-written gradient to
-  the first maximum of each window, computed on the four stride-2 phases of the input: XLA:CPU runs
-  the gradient of the library op (select-and-scatter) slowly.
+  the first maximum of each window: the forward records each window's first maximum as an index and
+  the gradient is one scatter-add; XLA:CPU runs the gradient of the library op (select-and-scatter)
+  slowly.
 - ``kth_largest`` (OHEM's threshold): a sort, or (CPU) a bisection over float bit patterns with
   one counting pass per step: XLA:CPU sorts the hundreds of thousands of per-pixel losses slowly.
 - ``upsample2_conv3x3`` (PyTorch's ``nn.Upsample(scale_factor=2)`` then a 3x3 convolution, in
@@ -157,7 +158,12 @@ def _shifted_sum_depthwise(x: jax.Array, w: jax.Array, stride: int, pad: int) ->
 def _shifted_sum_depthwise_fwd(x, w, stride, pad):
     k, multiplier = w.shape[0], w.shape[-1] // x.shape[-1]
     n, h, wd, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    # The barrier keeps the padded input one materialised array. Without it XLA reads the centre
+    # tap, slice(pad(x)), as x itself, and where x is a residual block's output (Xception39's sep1
+    # layers) the kernel gradient's reduction recomputed that output inside its loop from every
+    # earlier block's BatchNorm and ReLU: the later the block, the longer the chain (X39's depthwise
+    # kernel gradients 60 -> 37 ms of thread time a step; docs/profile.md, session 45).
+    xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
     y = _shifted_sum(_expand(xp, multiplier), w, stride, _out_size(h, k, stride, pad), _out_size(wd, k, stride, pad))
     return y, (xp, w)
 
@@ -210,53 +216,61 @@ def shifted_sum_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
     return _shifted_sum_depthwise(x, kernel.reshape(k, k, kernel.shape[3]), stride, pad)
 
 
-@jax.custom_vjp
-def phase_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """XLA's max pool forward; ties send the gradient to the window's first (row-major) maximum,
-    PyTorch's choice."""
+def scatter_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """XLA's max pool forward; the gradient goes to each window's first (row-major) maximum, PyTorch's
+    choice for ties, by one scatter-add of the output gradient at indices the forward pass records."""
+    return _scatter_max_pool(x, x.shape[1:3])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _scatter_max_pool(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     return xla_max_pool_3x3_s2(x)
 
 
-def _phase_max_pool_fwd(x):
-    return xla_max_pool_3x3_s2(x), (x,)
+def _first_maximum_index(x: jax.Array) -> jax.Array:
+    """For each 3x3 / 2 window (padding 1) of NHWC ``x``, the index of its first maximum in its image
+    flattened (H, W, C), as int32 of the pooled shape; ``H * W * C`` (out of range: the scatter drops
+    it) where that maximum is the padding, i.e. for a window whose every value is -inf.
 
-
-def _phase_max_pool_bwd(residuals, g):
-    # The input, padded with -inf to (2 * out_h + 2, 2 * out_w + 2), is four stride-2 phases (row
-    # parity a, column parity b) of (out_h + 1, out_w + 1) pixels each. Window (i, j) reads phase
-    # (di % 2, dj % 2) at (i + di // 2, j + dj // 2) for its taps (di, dj), so each tap's gradient
-    # lands on its phase shifted by 0 or 1: plain pads and adds, with no strided scatter (the
-    # transpose of a strided slice, which XLA:CPU runs slowly, the more so with the YNNPACK
-    # fusions of the train step's options in bisenet_jax/xla_flags.py). One stack and reshape
-    # interleave the phases back.
-    #
-    # Which tap is the window's first maximum is found here, by a running strict ">" over the nine
-    # taps, not by comparing the taps with the forward's output: inside one jitted step XLA may
-    # compute the pooled activation in two fusions whose last bits differ, and a window whose taps
-    # all miss the forward's maximum would lose its gradient (it did, for ~0.1% of the windows of a
-    # ResNet stem, before this form).
-    (x,) = residuals
+    The first maximum is a running strict ">" over the nine taps in row-major order, on the input
+    itself, not a comparison with the forward's output: inside one jitted step XLA may compute the
+    pooled activation in two fusions whose last bits differ, and a window whose taps all missed the
+    forward's maximum would lose its gradient (it did, for ~0.1% of the windows of a ResNet stem, in
+    an early form of this op). Each tap is a stride-2 slice of the input padded with -inf."""
     n, h, w, c = x.shape
-    out_h, out_w = g.shape[1], g.shape[2]
+    out_h, out_w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = jnp.pad(x, ((0, 0), (1, 2 * out_h + 1 - h), (1, 2 * out_w + 1 - w), (0, 0)), constant_values=-jnp.inf)
-    zero = jnp.zeros((), g.dtype)
     offsets = [(di, dj) for di in range(3) for dj in range(3)]
     taps = [xp[:, di:di + 2 * out_h:2, dj:dj + 2 * out_w:2] for di, dj in offsets]
-    best, best_tap = taps[0], jnp.zeros(g.shape, jnp.int8)
+    best, best_tap = taps[0], jnp.zeros(taps[0].shape, jnp.int32)
     for t in range(1, 9):
         larger = taps[t] > best
-        best, best_tap = jnp.where(larger, taps[t], best), jnp.where(larger, jnp.int8(t), best_tap)
-    phases: dict[tuple[int, int], jax.Array] = {}
-    for t, (di, dj) in enumerate(offsets):
-        (oi, a), (oj, b) = divmod(di, 2), divmod(dj, 2)
-        part = jnp.pad(jnp.where(best_tap == t, g, zero), ((0, 0), (oi, 1 - oi), (oj, 1 - oj), (0, 0)))
-        phases[a, b] = part if (a, b) not in phases else phases[a, b] + part
-    rows = [jnp.stack([phases[a, 0], phases[a, 1]], axis=3) for a in (0, 1)]  # (n, out_h + 1, out_w + 1, 2, c)
-    dxp = jnp.stack(rows, axis=2).reshape(n, 2 * out_h + 2, 2 * out_w + 2, c)
-    return (dxp[:, 1:1 + h, 1:1 + w].astype(x.dtype),)
+        best, best_tap = jnp.where(larger, taps[t], best), jnp.where(larger, t, best_tap)
+    shape = best_tap.shape
+    row = 2 * jax.lax.broadcasted_iota(jnp.int32, shape, 1) + best_tap // 3 - 1
+    col = 2 * jax.lax.broadcasted_iota(jnp.int32, shape, 2) + best_tap % 3 - 1
+    channel = jax.lax.broadcasted_iota(jnp.int32, shape, 3)
+    inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    return jnp.where(inside, (row * w + col) * c + channel, h * w * c)
 
 
-phase_max_pool_3x3_s2.defvjp(_phase_max_pool_fwd, _phase_max_pool_bwd)
+def _scatter_max_pool_fwd(x, size):
+    return xla_max_pool_3x3_s2(x), _first_maximum_index(x)
+
+
+def _scatter_max_pool_bwd(size, index, g):
+    # One scatter-add per image of the (N, out_h, out_w, C) gradient into the zeroed input: an
+    # element that is the first maximum of several overlapping windows receives their sum. XLA's
+    # own gradient of the pooling (select-and-scatter) ran 3-10x slower on CPU, and the earlier
+    # form of this op, which routed the gradient through the input's four stride-2 phases with
+    # pads, adds and an interleave, 2-4x slower (docs/profile.md, session 45).
+    (h, w), (n, c) = size, (g.shape[0], g.shape[3])
+    per_image = jnp.zeros((n, h * w * c), g.dtype)
+    scatter = jax.vmap(lambda zeros, i, u: zeros.at[i].add(u, mode="drop"))
+    return (scatter(per_image, index.reshape(n, -1), g.reshape(n, -1)).reshape(n, h, w, c),)
+
+
+_scatter_max_pool.defvjp(_scatter_max_pool_fwd, _scatter_max_pool_bwd)
 
 
 # Output row 2i + a of "nearest x2, then a 3x3 conv with padding 1" reads upsampled rows 2i + a - 1,
@@ -441,7 +455,7 @@ def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
 
 XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest, repeat_upsample2_conv3x3,
                       grouped_conv)
-CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, phase_max_pool_3x3_s2, bisection_kth_largest,
+CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, scatter_max_pool_3x3_s2, bisection_kth_largest,
                       phase_upsample2_conv3x3, blocked_kernel_gradient_conv)
 _BY_NAME = {"cpu": CPU_KERNELS, "xla": XLA_KERNELS}
 

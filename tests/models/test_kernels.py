@@ -121,22 +121,44 @@ def test_max_pool_gradients_with_many_ties_match_xla(height, width):
 
 
 def test_max_pool_gradient_does_not_depend_on_the_forward_output_bits():
-    """The CPU backward finds each window's maximum from the input itself. It used to compare the
-    taps with the forward's output, and inside a jitted model XLA computed the pooled activation in
-    two fusions whose last bits differed: ~0.1% of the windows lost their gradient. Here the
-    residual is perturbed by one ulp against the forward (what the two fusions did): every window
-    must still route its cotangent, so the input gradient sums to the cotangent's sum."""
+    """The CPU form finds each window's first maximum from the input itself (an index recorded by
+    the forward rule), never by comparing the taps with the pooled output: inside a jitted model XLA
+    computed the pooled activation in two fusions whose last bits differed, and an early form lost
+    the gradient of ~0.1% of the windows. The residuals are the indices alone, and every window routes
+    its whole cotangent: the input gradient sums to the cotangent's sum and equals XLA's."""
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(2, 9, 10, 3)), jnp.float32)
-    x_other_bits = jnp.nextafter(x, jnp.inf)  # every value one ulp up: no tap equals the forward's max
     cotangent = jnp.asarray(rng.uniform(1.0, 2.0, size=(2, 5, 5, 3)), jnp.float32)
-    from bisenet_jax.models.kernels import _phase_max_pool_bwd, _phase_max_pool_fwd
+    from bisenet_jax.models.kernels import _scatter_max_pool_bwd, _scatter_max_pool_fwd
 
-    assert len(_phase_max_pool_fwd(x)[1]) == 1  # the input is the only residual
-    (grad,) = _phase_max_pool_bwd((x_other_bits,), cotangent)
+    pooled, index = _scatter_max_pool_fwd(x, (9, 10))
+    assert index.dtype == jnp.int32 and index.shape == pooled.shape
+    (grad,) = _scatter_max_pool_bwd((9, 10), index, cotangent)
     np.testing.assert_allclose(float(grad.sum()), float(cotangent.sum()), rtol=1e-6)
     (want,) = jax.vjp(XLA_KERNELS.max_pool_3x3_s2, x)[1](cotangent)
     np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_gradient_of_a_window_of_minus_infinity_follows_xla():
+    """A window whose every value is -inf ties everywhere, so its first maximum is tap 0 (above-left):
+    padding for the windows of the first row and column (the index is out of range and the scatter
+    drops it, as XLA's select-and-scatter drops what lands on padding), an input element for the
+    others; every other window's gradient is kept."""
+    x = jnp.full((1, 4, 4, 2), -jnp.inf).at[0, 2:, 2:, 1].set(1.0)
+    pooled, vjp = jax.vjp(CPU_KERNELS.max_pool_3x3_s2, x)
+    cotangent = jnp.arange(1.0, 1.0 + pooled.size).reshape(pooled.shape)
+    (grad,) = vjp(cotangent)
+    (want,) = jax.vjp(XLA_KERNELS.max_pool_3x3_s2, x)[1](cotangent)
+    np.testing.assert_array_equal(grad, want)
+    # Channel 0 is all -inf: of its 2x2 windows only (1, 1) has tap 0 inside the input, at (1, 1).
+    expected = np.zeros((4, 4), np.float32)
+    expected[1, 1] = cotangent[0, 1, 1, 0]
+    np.testing.assert_array_equal(grad[0, :, :, 0], expected)
+    # Channel 1: windows (0, 0), (0, 1) and (1, 0) read only -inf (and padding), so tap 0 is padding
+    # and their gradient is dropped; window (1, 1) holds the 1.0s and sends its gradient to (2, 2).
+    expected = np.zeros((4, 4), np.float32)
+    expected[2, 2] = cotangent[0, 1, 1, 1]
+    np.testing.assert_array_equal(grad[0, :, :, 1], expected)
 
 
 @pytest.mark.slow  # two float64 compiles of a whole model per case: 0.5-1 minute on 2 cores
