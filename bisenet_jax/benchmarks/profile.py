@@ -6,7 +6,7 @@ it runs (a fusion, a copy, a loop), named after the instruction, on the '/host:C
 op's time is the thread time of its events and of the thread-pool tasks it scheduled
 (:func:`thunk_times`), joined with the compiled HLO text (opcode, shape, fused computation,
 ``op_name`` metadata) and put in a category by :func:`classify`. The model's kernel bundle is wrapped
-in ``jax.named_scope`` labels (``SCOPES``) so that the CPU forms (shifted-multiply depthwise, phase-gradient
+in ``jax.named_scope`` labels (``SCOPES``) so that the CPU forms (shifted-multiply depthwise, scatter-gradient
 max pool) can be told from the rest: metadata only, the same program.
 PyTorch: ``torch.profiler`` on the reference step (``torch_reference``) with a label around each
 phase; each op's self CPU time is classified by :func:`torch_category`. PyTorch computes both

@@ -152,20 +152,24 @@ def _expand(x: jax.Array, multiplier: int) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _shifted_sum_depthwise(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
-    return _shifted_sum_depthwise_fwd(x, w, stride, pad)[0]
+    # Not differentiated (inference): no barrier, XLA may fuse the padding into the sum.
+    return _padded_shifted_sum(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), w, stride, pad, x.shape)
+
+
+def _padded_shifted_sum(xp: jax.Array, w: jax.Array, stride: int, pad: int, shape: tuple[int, ...]) -> jax.Array:
+    k, multiplier = w.shape[0], w.shape[-1] // shape[-1]
+    out_h, out_w = _out_size(shape[1], k, stride, pad), _out_size(shape[2], k, stride, pad)
+    return _shifted_sum(_expand(xp, multiplier), w, stride, out_h, out_w)
 
 
 def _shifted_sum_depthwise_fwd(x, w, stride, pad):
-    k, multiplier = w.shape[0], w.shape[-1] // x.shape[-1]
-    n, h, wd, c = x.shape
     # The barrier keeps the padded input one materialised array. Without it XLA reads the centre
     # tap, slice(pad(x)), as x itself, and where x is a residual block's output (Xception39's sep1
     # layers) the kernel gradient's reduction recomputed that output inside its loop from every
     # earlier block's BatchNorm and ReLU: the later the block, the longer the chain (X39's depthwise
     # kernel gradients 60 -> 37 ms of thread time a step; docs/profile.md, session 45).
     xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
-    y = _shifted_sum(_expand(xp, multiplier), w, stride, _out_size(h, k, stride, pad), _out_size(wd, k, stride, pad))
-    return y, (xp, w)
+    return _padded_shifted_sum(xp, w, stride, pad, x.shape), (xp, w)
 
 
 def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
@@ -218,8 +222,15 @@ def shifted_sum_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
 
 def scatter_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """XLA's max pool forward; the gradient goes to each window's first (row-major) maximum, PyTorch's
-    choice for ties, by one scatter-add of the output gradient at indices the forward pass records."""
+    choice for ties, by one scatter-add of the output gradient at indices the forward pass records.
+    An image of more than ``_MAX_SCATTER_INDEX`` elements (int32 indices) takes XLA's op."""
+    if x.shape[1] * x.shape[2] * x.shape[3] > _MAX_SCATTER_INDEX:
+        return xla_max_pool_3x3_s2(x)
     return _scatter_max_pool(x, x.shape[1:3])
+
+
+# The scatter's indices are int32 positions in one image's (H, W, C), plus one out-of-range value.
+_MAX_SCATTER_INDEX = 2**31 - 2
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -230,7 +241,8 @@ def _scatter_max_pool(x: jax.Array, size: tuple[int, int]) -> jax.Array:
 def _first_maximum_index(x: jax.Array) -> jax.Array:
     """For each 3x3 / 2 window (padding 1) of NHWC ``x``, the index of its first maximum in its image
     flattened (H, W, C), as int32 of the pooled shape; ``H * W * C`` (out of range: the scatter drops
-    it) where that maximum is the padding, i.e. for a window whose every value is -inf.
+    it) where that maximum is the padding: a window of the first row or column whose values in the
+    image are all -inf (or NaN), so that the padding's tap 0 is never beaten.
 
     The first maximum is a running strict ">" over the nine taps in row-major order, on the input
     itself, not a comparison with the forward's output: inside one jitted step XLA may compute the

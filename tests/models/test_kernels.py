@@ -110,8 +110,8 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum(kernels):
 
 @pytest.mark.parametrize("height, width", [(12, 10), (11, 13)])
 def test_max_pool_gradients_with_many_ties_match_xla(height, width):
-    """Values on a coarse grid tie inside most windows: the CPU form's phase bookkeeping must pick
-    the same first maximum as select-and-scatter everywhere, at even and odd sizes."""
+    """Values on a coarse grid tie inside most windows: the CPU form's first-maximum indices must pick
+    the same element as select-and-scatter everywhere, at even and odd sizes."""
     rng = np.random.default_rng(width)
     x = jnp.asarray(rng.integers(0, 3, size=(2, height, width, 4)), jnp.float32)
     cpu, cpu_vjp = jax.vjp(CPU_KERNELS.max_pool_3x3_s2, x)
@@ -120,7 +120,7 @@ def test_max_pool_gradients_with_many_ties_match_xla(height, width):
     np.testing.assert_allclose(cpu_vjp(cotangent)[0], xla_vjp(cotangent)[0], rtol=1e-6, atol=1e-6)
 
 
-def test_max_pool_gradient_does_not_depend_on_the_forward_output_bits():
+def test_max_pool_gradient_routes_every_window_from_the_input_alone():
     """The CPU form finds each window's first maximum from the input itself (an index recorded by
     the forward rule), never by comparing the taps with the pooled output: inside a jitted model XLA
     computed the pooled activation in two fusions whose last bits differed, and an early form lost
@@ -137,6 +137,22 @@ def test_max_pool_gradient_does_not_depend_on_the_forward_output_bits():
     np.testing.assert_allclose(float(grad.sum()), float(cotangent.sum()), rtol=1e-6)
     (want,) = jax.vjp(XLA_KERNELS.max_pool_3x3_s2, x)[1](cotangent)
     np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_beyond_int32_indices_takes_xla_s_op(monkeypatch):
+    """The scatter's indices are int32 positions within one image: an image with more elements than
+    they reach takes XLA's op (no custom gradient traced), with the same values and gradients."""
+    from bisenet_jax.models import kernels
+
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 7, 6, 3)), jnp.float32)
+    grad = jax.grad(lambda v: CPU_KERNELS.max_pool_3x3_s2(v).sum())
+    assert "custom_vjp_call" in str(jax.make_jaxpr(CPU_KERNELS.max_pool_3x3_s2)(x))
+    assert "select_and_scatter_add" not in str(jax.make_jaxpr(grad)(x))
+    monkeypatch.setattr(kernels, "_MAX_SCATTER_INDEX", 7 * 6 * 3 - 1)
+    x = x[:1]  # another shape: jax.make_jaxpr caches its traces by function and shapes
+    assert "custom_vjp_call" not in str(jax.make_jaxpr(CPU_KERNELS.max_pool_3x3_s2)(x))
+    assert "select_and_scatter_add" in str(jax.make_jaxpr(grad)(x))
+    np.testing.assert_array_equal(grad(x), jax.grad(lambda v: XLA_KERNELS.max_pool_3x3_s2(v).sum())(x))
 
 
 def test_max_pool_gradient_of_a_window_of_minus_infinity_follows_xla():
