@@ -153,12 +153,13 @@ def _expand(x: jax.Array, multiplier: int) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _shifted_sum_depthwise(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
     # Not differentiated (inference): no barrier, XLA may fuse the padding into the sum.
-    return _padded_shifted_sum(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), w, stride, pad, x.shape)
+    return _padded_shifted_sum(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), w, stride)
 
 
-def _padded_shifted_sum(xp: jax.Array, w: jax.Array, stride: int, pad: int, shape: tuple[int, ...]) -> jax.Array:
-    k, multiplier = w.shape[0], w.shape[-1] // shape[-1]
-    out_h, out_w = _out_size(shape[1], k, stride, pad), _out_size(shape[2], k, stride, pad)
+def _padded_shifted_sum(xp: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """The depthwise convolution of the already padded ``xp`` (no further padding)."""
+    k, multiplier = w.shape[0], w.shape[-1] // xp.shape[-1]
+    out_h, out_w = _out_size(xp.shape[1], k, stride, 0), _out_size(xp.shape[2], k, stride, 0)
     return _shifted_sum(_expand(xp, multiplier), w, stride, out_h, out_w)
 
 
@@ -169,7 +170,7 @@ def _shifted_sum_depthwise_fwd(x, w, stride, pad):
     # earlier block's BatchNorm and ReLU: the later the block, the longer the chain (X39's depthwise
     # kernel gradients 60 -> 37 ms of thread time a step; docs/profile.md, session 45).
     xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
-    return _padded_shifted_sum(xp, w, stride, pad, x.shape), (xp, w)
+    return _padded_shifted_sum(xp, w, stride), (xp, w)
 
 
 def _shifted_sum_depthwise_bwd(stride, pad, residuals, g):
@@ -220,6 +221,10 @@ def shifted_sum_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
     return _shifted_sum_depthwise(x, kernel.reshape(k, k, kernel.shape[3]), stride, pad)
 
 
+# The scatter's indices are int32 positions in one image's (H, W, C), plus one out-of-range value.
+_MAX_SCATTER_INDEX = 2**31 - 2
+
+
 def scatter_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """XLA's max pool forward; the gradient goes to each window's first (row-major) maximum, PyTorch's
     choice for ties, by one scatter-add of the output gradient at indices the forward pass records.
@@ -227,10 +232,6 @@ def scatter_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     if x.shape[1] * x.shape[2] * x.shape[3] > _MAX_SCATTER_INDEX:
         return xla_max_pool_3x3_s2(x)
     return _scatter_max_pool(x, x.shape[1:3])
-
-
-# The scatter's indices are int32 positions in one image's (H, W, C), plus one out-of-range value.
-_MAX_SCATTER_INDEX = 2**31 - 2
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
