@@ -41,7 +41,7 @@ GROUPS = (("conv dense", (FWD, DX, DW, BWD)), ("conv depthwise", (FWD, DX, DW, B
           ("layout copy", (FWD, BWD, UNKNOWN)), ("other", (FWD, BWD, UPDATE, UNKNOWN)))
 CATEGORIES = tuple(f"{group}/{phase}" for group, phases in GROUPS for phase in phases)
 SCOPES = {"depthwise_conv": "kernel_depthwise_conv", "max_pool_3x3_s2": "kernel_max_pool", "kth_largest": "kernel_kth",
-          "upsample2_conv3x3": "kernel_upsample_conv", "conv": "kernel_conv"}
+          "upsample2_conv3x3": "kernel_upsample_conv", "conv": "kernel_conv", "pad_shared": "kernel_pad_shared"}
 # A fusion that moves data (a transpose, copy or reverse among its ops) and does none of these is layout.
 NOT_LAYOUT = {"reduce", "reduce-window", "convolution", "dot", "gather", "scatter", "sort", "select-and-scatter",
               "while", "conditional", "call", "custom-call"}

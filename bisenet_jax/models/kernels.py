@@ -1,6 +1,6 @@
 """Backend-specific kernels: XLA's own ops and the CPU forms that replace them, chosen once per backend.
 
-Five ops of BiSeNet training have two forms with the same values and gradients:
+Six ops of BiSeNet training have two forms with the same values and gradients:
 
 - ``depthwise_conv``: XLA's grouped convolution, or (CPU) a sum of k*k shifted per-channel
   multiplies with a hand-written gradient. XLA:CPU lowers depthwise convolutions to a slow generic
@@ -24,6 +24,14 @@ Five ops of BiSeNet training have two forms with the same values and gradients:
   XLA writes that copy with one whole-array transpose at under 2 GB/s; done in blocks of rows of
   about 512 KB it takes half the time (see ``_batch_minor``). A 1x1 kernel without padding needs
   no copy: its kernel gradient is one matmul over the activation as it lies.
+- ``pad_shared`` (a residual block's input, read by a depthwise convolution and by the identity
+  shortcut's add): nothing (each convolution pads its own input), or (CPU) the input zero-padded once
+  behind an optimization barrier, the convolution reading that array unpadded and the add its
+  interior. XLA:CPU fuses an activation that only elementwise ops read into each of them, so in
+  Xception39's stages, where every block's output reaches the next block only through the (CPU)
+  depthwise's shifted sums and the residual add, each fusion recomputed the outputs of all earlier
+  blocks of the stage from their pointwise convolutions; a padded array that the convolution and the
+  add both read is materialised once and ends each chain at one block (docs/profile.md, session 47).
 
 :data:`XLA_KERNELS` holds the library ops (what GPU and TPU get), :data:`CPU_KERNELS` the CPU forms.
 A model takes its bundle as the module attribute ``kernels``, as flax's ImageNet ResNet takes
@@ -55,6 +63,9 @@ class Kernels:
       (N, 2H, 2W, features). ``kernel`` may be float32 for a lower-precision ``x``.
     - ``conv(x, kernel, stride, pad, groups=1)``: :func:`grouped_conv`, NHWC ``x`` and HWIO ``kernel``
       of one dtype, symmetric zero padding ``pad``.
+    - ``pad_shared(x, pad)``: ``(xs, p)`` for an NHWC ``x`` that a convolution with symmetric zero
+      padding ``pad`` reads beside other ops: the convolution reads ``xs`` with padding ``p``, the
+      others ``crop_spatial(xs, pad - p)`` (which is ``x``); ``(x, pad)`` or ``(padded x, 0)``.
     """
 
     name: str
@@ -63,6 +74,7 @@ class Kernels:
     kth_largest: Callable[[jax.Array, jax.Array], jax.Array] = dataclasses.field(repr=False)
     upsample2_conv3x3: Callable[[jax.Array, jax.Array], jax.Array] = dataclasses.field(repr=False)
     conv: Callable[..., jax.Array] = dataclasses.field(repr=False)
+    pad_shared: Callable[[jax.Array, int], tuple[jax.Array, int]] = dataclasses.field(repr=False)
 
     # custom_vjp functions can be neither deep-copied nor pickled; a model holding a bundle can.
     def __deepcopy__(self, memo) -> Kernels:
@@ -72,7 +84,7 @@ class Kernels:
         if _BY_NAME.get(self.name) is self:
             return get_kernels, (self.name,)
         return Kernels, (self.name, self.depthwise_conv, self.max_pool_3x3_s2, self.kth_largest,
-                         self.upsample2_conv3x3, self.conv)
+                         self.upsample2_conv3x3, self.conv, self.pad_shared)
 
 
 def check_depthwise_kernel(x: jax.Array, kernel: jax.Array) -> None:
@@ -95,6 +107,16 @@ def xla_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, pad: in
     check_depthwise_kernel(x, kernel)
     pad = kernel.shape[0] // 2 if pad is None else pad
     return grouped_conv(x, kernel, stride, pad, groups=x.shape[-1])
+
+
+def crop_spatial(x: jax.Array, crop: int) -> jax.Array:
+    """``x`` (NHWC) without ``crop`` rows and columns on every side: the inverse of a zero padding."""
+    return x if crop == 0 else x[:, crop:x.shape[1] - crop, crop:x.shape[2] - crop, :]
+
+
+def unpadded_shared(x: jax.Array, pad: int) -> tuple[jax.Array, int]:
+    """``(x, pad)``: each consumer pads (or fuses) ``x`` itself, as XLA's ops do on GPU and TPU."""
+    return x, pad
 
 
 def xla_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
@@ -145,6 +167,11 @@ def _out_size(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
 
 
+def _pad_spatial(x: jax.Array, pad: int) -> jax.Array:
+    """Zero-pads the two spatial axes of the NHWC ``x`` by ``pad`` on every side."""
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
 def _expand(x: jax.Array, multiplier: int) -> jax.Array:
     # Output channel o of a grouped conv with one input channel per group reads input channel o // m.
     return x if multiplier == 1 else jnp.repeat(x, multiplier, axis=-1)
@@ -153,7 +180,7 @@ def _expand(x: jax.Array, multiplier: int) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _shifted_sum_depthwise(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
     # Not differentiated (inference): no barrier, XLA may fuse the padding into the sum.
-    return _padded_shifted_sum(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), w, stride)
+    return _padded_shifted_sum(_pad_spatial(x, pad), w, stride)
 
 
 def _padded_shifted_sum(xp: jax.Array, w: jax.Array, stride: int) -> jax.Array:
@@ -169,7 +196,7 @@ def _shifted_sum_depthwise_fwd(x, w, stride, pad):
     # layers) the kernel gradient's reduction recomputed that output inside its loop from every
     # earlier block's BatchNorm and ReLU: the later the block, the longer the chain (X39's depthwise
     # kernel gradients 60 -> 37 ms of thread time a step; docs/profile.md, session 45).
-    xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
+    xp = jax.lax.optimization_barrier(_pad_spatial(x, pad))
     return _padded_shifted_sum(xp, w, stride), (xp, w)
 
 
@@ -360,10 +387,19 @@ def phase_upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
     features = kernel.shape[-1]
     phase_kernel = _phase_kernel(kernel).reshape(2, 2, c, 4 * features)
-    z = _conv2x2_valid(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), phase_kernel)
+    z = _conv2x2_valid(_pad_spatial(x, 1), phase_kernel)
     z = z.reshape(n, h + 1, w + 1, 2, 2, features)
     rows = [jnp.stack([z[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]  # (n, h, w, 2, f)
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, features)  # (n, h, a, w, b, f): interleaved
+
+
+def barrier_padded_shared(x: jax.Array, pad: int) -> tuple[jax.Array, int]:
+    """``(padded x, 0)``: ``x`` zero-padded once behind an optimization barrier. XLA:CPU drops the
+    barrier before fusion, so it is no fusion boundary; what it does is keep the algebraic simplifier
+    from reading ``crop_spatial(pad(x))`` as ``x``. The padded array then has a consumer that reads each
+    element many times (the depthwise convolution's shifted sums) and is materialised, and the other
+    consumers read it rather than recomputing ``x`` (see the module docstring)."""
+    return jax.lax.optimization_barrier(_pad_spatial(x, pad)), 0
 
 
 # Blocks of the activation transposed at a time for a kernel gradient: as many rows as fit in this
@@ -467,9 +503,9 @@ def bisection_kth_largest(values: jax.Array, k: jax.Array) -> jax.Array:
 
 
 XLA_KERNELS = Kernels("xla", xla_depthwise_conv, xla_max_pool_3x3_s2, sorted_kth_largest, repeat_upsample2_conv3x3,
-                      grouped_conv)
+                      grouped_conv, unpadded_shared)
 CPU_KERNELS = Kernels("cpu", shifted_sum_depthwise_conv, scatter_max_pool_3x3_s2, bisection_kth_largest,
-                      phase_upsample2_conv3x3, blocked_kernel_gradient_conv)
+                      phase_upsample2_conv3x3, blocked_kernel_gradient_conv, barrier_padded_shared)
 _BY_NAME = {"cpu": CPU_KERNELS, "xla": XLA_KERNELS}
 
 

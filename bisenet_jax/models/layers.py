@@ -33,7 +33,8 @@ class Convolution(nn.Module):
     """The package's one 2-D convolution: ``nn.Conv``'s parameters (``kernel`` (k, k, in / groups,
     features), optional ``bias``, float32) with PyTorch's ``groups`` and ``padding=k // 2`` on
     every side. (Flax's ``'SAME'`` pads stride-2 convolutions more at the end, which would shift
-    every feature by half a pixel against the PyTorch models.)
+    every feature by half a pixel against the PyTorch models.) ``padding`` overrides it for an input
+    that is already padded (``kernels.pad_shared``).
 
     A depthwise convolution (``groups`` == input channels > 1) is computed by
     ``kernels.depthwise_conv`` (see :mod:`bisenet_jax.models.kernels`), a nearest x2 upsampling
@@ -48,6 +49,7 @@ class Convolution(nn.Module):
     dtype: Dtype = jnp.float32
     kernel_init: Callable = kaiming_fan_in
     kernels: Kernels = XLA_KERNELS
+    padding: int | None = None  # zero padding on every side; None: kernel_size // 2
 
     @nn.compact
     def __call__(self, x: jax.Array, upsample_to: Sequence[int] | None = None) -> jax.Array:
@@ -55,6 +57,10 @@ class Convolution(nn.Module):
         twice the input size a dense 3x3 stride-1 convolution computes both in one
         ``kernels.upsample2_conv3x3``."""
         channels, k = x.shape[-1], self.kernel_size
+        pad = k // 2 if self.padding is None else self.padding
+        if upsample_to is not None and pad != k // 2:
+            raise ValueError(f"{self.name}: padding={self.padding} with upsample_to: the upsampled input is "
+                             f"padded by the convolution, kernel_size // 2 = {k // 2}")
         if channels % self.groups or self.features % self.groups:
             raise ValueError(f"{self.name}: {channels} input and {self.features} output channels are not both "
                              f"divisible by groups={self.groups}")
@@ -68,9 +74,9 @@ class Convolution(nn.Module):
             if upsample_to is not None:
                 x = resize(x, upsample_to, "nearest")
             if channels == self.groups > 1:
-                y = self.kernels.depthwise_conv(x, kernel, self.strides, k // 2)
+                y = self.kernels.depthwise_conv(x, kernel, self.strides, pad)
             else:
-                y = self.kernels.conv(x, kernel, self.strides, k // 2, self.groups)
+                y = self.kernels.conv(x, kernel, self.strides, pad, self.groups)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from bisenet_jax.models.kernels import XLA_KERNELS, Kernels
+from bisenet_jax.models.kernels import XLA_KERNELS, Kernels, crop_spatial
 from bisenet_jax.models.layers import Convolution, ConvBNReLU
 
 Dtype = Any
@@ -29,12 +29,13 @@ class SeparableConv(nn.Module):
     relu: bool = True
     dtype: Dtype = jnp.float32
     kernels: Kernels = XLA_KERNELS
+    padding: int = 1  # the depthwise's; 0 for an input already padded (kernels.pad_shared)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         channels = x.shape[-1]
         x = Convolution(channels, 3, self.strides, groups=channels, dtype=self.dtype, kernels=self.kernels,
-                        name="depthwise")(x)
+                        padding=self.padding, name="depthwise")(x)
         return ConvBNReLU(self.features, 1, relu=self.relu, dtype=self.dtype, kernels=self.kernels,
                           name="pointwise")(x, train)
 
@@ -51,13 +52,17 @@ class XceptionBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         out = self.mid * XCEPTION39_EXPANSION
-        sep = lambda features, strides, relu, name: SeparableConv(features, strides, relu, self.dtype, self.kernels,
-                                                                  name=name)
-        y = sep(self.mid, self.strides, True, "sep1")(x, train)
+        sep = lambda features, strides, relu, name, padding=1: SeparableConv(
+            features, strides, relu, self.dtype, self.kernels, padding, name=name)
+        # x is read by sep1's depthwise (and the shortcut's) and by the add: padded once on CPU.
+        xs, pad = self.kernels.pad_shared(x, 1)
+        y = sep(self.mid, self.strides, True, "sep1", pad)(xs, train)
         y = sep(self.mid, 1, True, "sep2")(y, train)
         y = sep(out, 1, False, "sep3")(y, train)
         if self.project:
-            x = sep(out, self.strides, False, "shortcut")(x, train)
+            x = sep(out, self.strides, False, "shortcut", pad)(xs, train)
+        else:
+            x = crop_spatial(xs, 1 - pad)
         return nn.relu(y + x)
 
 

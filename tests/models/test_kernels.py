@@ -1,10 +1,12 @@
 """The kernel bundles: each CPU form against the XLA op it replaces (values and gradients), the
 per-backend default, and which kernels a model traces."""
 import copy
+import dataclasses
 import json
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 
@@ -16,7 +18,9 @@ from flax import traverse_util
 from jax.extend import core as jax_core
 
 from bisenet_jax.models import create_model
-from bisenet_jax.models.kernels import CPU_KERNELS, XLA_KERNELS, Kernels, default_kernels, get_kernels
+from bisenet_jax.models.kernels import (CPU_KERNELS, XLA_KERNELS, Kernels, crop_spatial, default_kernels, get_kernels,
+                                       unpadded_shared)
+from bisenet_jax.models.xception import XceptionStage
 
 # ---------------------------------------------------------------------------------------------
 # Depthwise convolution
@@ -74,6 +78,74 @@ def test_depthwise_kernel_gradient_accumulates_bfloat16_in_float32(stride):
 def test_depthwise_kernel_shape_is_checked(kernels):
     with pytest.raises(ValueError, match="does not fit 4 input channels"):
         kernels.depthwise_conv(jnp.zeros((1, 5, 5, 4)), jnp.zeros((3, 3, 1, 6)))
+
+
+# ---------------------------------------------------------------------------------------------
+# An activation padded once for a depthwise convolution and a residual add (pad_shared)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pad_shared_forms_give_the_convolution_and_the_add_the_same_values_and_gradients(stride):
+    rng = np.random.default_rng(stride)
+    x = jnp.asarray(rng.normal(size=(2, 9, 10, 4)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32)
+
+    def block(kernels):
+        def f(x, k):
+            xs, pad = kernels.pad_shared(x, 1)
+            return kernels.depthwise_conv(xs, k, stride, pad), crop_spatial(xs, 1 - pad)
+        return f
+
+    want, want_vjp = jax.vjp(lambda x, k: (XLA_KERNELS.depthwise_conv(x, k, stride, 1), x), x, kernel)
+    xs, pad = CPU_KERNELS.pad_shared(x, 1)
+    assert (xs.shape, pad) == ((2, 11, 12, 4), 0)  # the CPU form: padded once, the convolution pads nothing
+    np.testing.assert_array_equal(crop_spatial(xs, 1), x)
+    assert XLA_KERNELS.pad_shared(x, 1) == (x, 1)  # the library form hands x on as it is
+    cotangents = tuple(jnp.asarray(rng.normal(size=w.shape), jnp.float32) for w in want)
+    for kernels in (CPU_KERNELS, XLA_KERNELS):
+        got, got_vjp = jax.vjp(block(kernels), x, kernel)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        # the input's gradient sums the convolution's and the add's: float32 sums of 9 terms, 1e-4
+        for g, w in zip(got_vjp(cotangents), want_vjp(cotangents)):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def _blocks_per_fusion(hlo: str) -> list[int]:
+    """For each fusion of the compiled module ``hlo``: how many residual blocks (the ``/<index>/`` in
+    its ops' op_name, under the stage) its fused computation computes something of."""
+    computations, current = {}, None
+    for line in hlo.splitlines():
+        header = re.match(r"^%?(\S+) .*\{$", line)
+        if header and not line.startswith(" "):
+            current = computations.setdefault(header.group(1), set())
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            current.update(re.findall(r'op_name="[^"]*?XceptionStage\)/(\d+)/', line))
+    return [len(computations.get(fusion.group(1), ())) for fusion in
+            re.finditer(r"= [^\n]* fusion\([^\n]*calls=%([\w.\-]+)", hlo)]
+
+
+def test_cpu_xception_stage_gradient_reads_each_block_output_once_computed():
+    """Without pad_shared XLA:CPU fused each block's output into the next block's depthwise shifted
+    sums and its add, recomputing every earlier block of the stage in each fusion (all six here; eight
+    in X39's layer2); with it no fusion of the compiled gradient computes parts of more than two blocks."""
+    unshared = dataclasses.replace(CPU_KERNELS, name="cpu-unshared", pad_shared=unpadded_shared)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 16)), jnp.float32)
+    widest = {}
+    for kernels in (CPU_KERNELS, unshared):
+        stage = XceptionStage(6, 4, kernels=kernels)
+        variables = stage.init(jax.random.key(1), x)
+
+        def loss(params, x):
+            y, _ = stage.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                               mutable=["batch_stats"])
+            return jnp.sum(y ** 2)
+
+        hlo = jax.jit(jax.grad(loss)).lower(variables["params"], x).compile().as_text()
+        widest[kernels.name] = max(_blocks_per_fusion(hlo))
+    assert widest == {"cpu": 2, "cpu-unshared": 6}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +508,7 @@ def test_kernels_by_name_and_unknown_names():
 
 
 def test_every_bundle_has_every_op():
-    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest", "upsample2_conv3x3", "conv"}
+    ops = {"depthwise_conv", "max_pool_3x3_s2", "kth_largest", "upsample2_conv3x3", "conv", "pad_shared"}
     for kernels in (CPU_KERNELS, XLA_KERNELS):
         assert isinstance(kernels, Kernels)
         assert all(callable(getattr(kernels, op)) for op in ops)

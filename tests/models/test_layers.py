@@ -28,6 +28,25 @@ def test_convolution_is_nn_conv(groups, features, kernel_size, kernels):
     np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernels", [CPU_KERNELS, XLA_KERNELS], ids=lambda k: k.name)
+@pytest.mark.parametrize("groups", [1, 6])
+def test_convolution_padding_zero_reads_an_input_padded_beforehand(groups, kernels):
+    """``padding=0`` on the zero-padded input (what ``kernels.pad_shared`` hands on) is the default
+    padding on the input itself, dense and depthwise, at stride 2."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 9, 10, 6)), jnp.float32)
+    default = Convolution(6, 3, 2, groups=groups, kernels=kernels)
+    params = default.init(jax.random.PRNGKey(0), x)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    got = Convolution(6, 3, 2, groups=groups, kernels=kernels, padding=0).apply(params, padded)
+    np.testing.assert_allclose(got, default.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_convolution_refuses_a_padding_with_upsample_to():
+    with pytest.raises(ValueError, match="padding=0 with upsample_to: the upsampled input is padded by the "
+                                         "convolution, kernel_size // 2 = 1"):
+        Convolution(4, 3, padding=0).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 4)), upsample_to=(8, 8))
+
+
 def test_convolution_checks_groups():
     with pytest.raises(ValueError, match="not both divisible by groups=4"):
         Convolution(8, groups=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 6)))
