@@ -29,7 +29,7 @@ class SeparableConv(nn.Module):
     relu: bool = True
     dtype: Dtype = jnp.float32
     kernels: Kernels = XLA_KERNELS
-    padding: int = 1  # the depthwise's; 0 for an input already padded (kernels.pad_shared)
+    padding: int | None = None  # the depthwise's (None: Convolution's kernel_size // 2); 0 for a padded input
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -52,7 +52,7 @@ class XceptionBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         out = self.mid * XCEPTION39_EXPANSION
-        sep = lambda features, strides, relu, name, padding=1: SeparableConv(
+        sep = lambda features, strides, relu, name, padding=None: SeparableConv(
             features, strides, relu, self.dtype, self.kernels, padding, name=name)
         # x is read by sep1's depthwise (and the shortcut's) and by the add: padded once on CPU.
         xs, pad = self.kernels.pad_shared(x, 1)
