@@ -242,7 +242,7 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
 
     budget_s = 60.0 * config.train.time_budget_minutes
     checkpoints: dict[int, str] = {}
-    window: list[float] = []
+    window: list[dict[str, float]] = []  # loss and terms of the steps since the last record (averaged, as JAX's)
     step, stop_reason = 0, "done"
     t_start = t_log = time.time()
     clock = BudgetClock(budget_s, config.optimizer.total_steps) if time_clock else None
@@ -254,9 +254,9 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
         set_learning_rate(optimizer, lr)
         loss, terms = train_step(model, optimizer, images, labels, config.loss, info.ignore_label)
         step += 1
-        window.append(loss)
-        if not math.isfinite(window[-1]):
-            raise FloatingPointError(f"PyTorch reference: non-finite loss ({window[-1]}) at step {step}; lower "
+        window.append({"loss": loss, **terms})
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"PyTorch reference: non-finite loss ({loss}) at step {step}; lower "
                                      "optimizer.lr or check the labels (scripts/check_dataset.py)")
         over_budget = budget_s > 0 and step < num_steps and (
             clock.over_budget() if time_clock else time.time() - t_start > budget_s)
@@ -265,7 +265,8 @@ def train(config: Any, workdir: str | pathlib.Path, *, num_threads: int = 0,
         save = step in save_at or over_budget
         if step % config.train.log_every == 0 or save:
             elapsed, t_log = time.time() - t_log, time.time()
-            writer.scalars(step, {"loss": float(np.mean(window)), **terms, "lr": lr,
+            means = {key: float(np.mean([values[key] for values in window])) for key in window[0]}
+            writer.scalars(step, {**means, "lr": lr,
                                   "images_per_second": len(window) * batch_size / max(elapsed, 1e-9)},
                            prefix="train/")
             window = []

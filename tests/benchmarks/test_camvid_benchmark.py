@@ -433,6 +433,34 @@ def test_the_torch_loop_starts_from_its_init_checkpoint(tiny_camvid, tmp_path):
     assert all(torch.equal(trained[k], start[k]) for k in weights)
 
 
+def test_torch_records_average_the_loss_and_its_terms_over_the_steps_since_the_last(tiny_camvid, tmp_path,
+                                                                                   monkeypatch):
+    """As the JAX loop's: each record's loss and loss terms are means over its window of steps, so the
+    terms add up to the loss (a record once paired the window's mean loss with its last step's terms)."""
+    config = tiny_config(tiny_camvid).copy_and_resolve_references()
+    config.train.num_steps, config.train.log_every = 6, 3
+    config.train.eval_every = 6
+    returned = []
+    real_step = torch_reference.train_step
+
+    def recording_step(*args, **kwargs):
+        returned.append(real_step(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(torch_reference, "train_step", recording_step)
+    torch_reference.train(config, tmp_path, num_threads=1, log=lambda _: None)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in records] == [3, 6] and len(returned) == 6
+    weight = config.loss.aux_weight
+    for record, window in zip(records, (returned[:3], returned[3:])):
+        np.testing.assert_allclose(record["train/loss"], np.mean([loss for loss, _ in window]), rtol=1e-6)
+        for key in ("loss_main", "loss_aux1", "loss_aux2"):
+            np.testing.assert_allclose(record[f"train/{key}"], np.mean([terms[key] for _, terms in window]), rtol=1e-6)
+        terms_sum = record["train/loss_main"] + weight * (record["train/loss_aux1"] + record["train/loss_aux2"])
+        np.testing.assert_allclose(record["train/loss"], terms_sum, rtol=1e-5)
+
+
 def test_torch_time_clock_follows_the_budget_until_it_ends(tiny_camvid, tmp_path, monkeypatch):
     """A fake wall clock that each PyTorch step advances by budget / 6: positions 0, 1, ... so the rates
     are the JAX schedule's over 6 steps, and the budget, not the step cap, ends the run at the seventh."""
