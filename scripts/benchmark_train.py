@@ -27,17 +27,28 @@ def main(argv=None) -> int:
                         help="also time the PyTorch step with the module under torch.compile (inductor, default "
                              "mode; a cold compile in a fresh inductor cache unless TORCHINDUCTOR_CACHE_DIR is set); "
                              "implies --compare-torch")
+    parser.add_argument("--alternate", type=int, default=0, metavar="ROUNDS",
+                        help="time JAX and PyTorch in ROUNDS alternating rounds of --steps steps each (JAX first "
+                             "in even rounds), after --warmup untimed steps each, and print every round's ratio: "
+                             "on a VM whose speed drifts this compares the two in the same conditions; implies "
+                             "--compare-torch")
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
-    args.compare_torch = args.compare_torch or args.torch_compile
+    if args.alternate < 0 or (args.alternate and args.torch_compile):
+        parser.error("--alternate takes a number of rounds >= 1 and does not combine with --torch-compile")
+    args.compare_torch = args.compare_torch or args.torch_compile or bool(args.alternate)
 
     from bisenet_jax.benchmarks import machine, train_speed
 
+    timing = (f"{args.warmup} warm-up steps each, then {args.alternate} rounds of {args.steps} timed steps per "
+              f"side, JAX first in even rounds and PyTorch first in odd ones, median" if args.alternate else
+              f"{args.warmup} warm-up + {args.steps} timed steps, median")
     print(f"protocol: full train step (aux heads, OHEM on every head, backward, SGD), random data, "
-          f"batch {args.batch_size}, crop {height}x{width}, {args.warmup} warm-up + {args.steps} timed steps, "
-          f"median; {machine.cpu_count()} CPUs available ({machine.cpu_name()}); load {machine.load_average()}"
-          + train_speed.device_protocol(args.compare_torch))
+          f"batch {args.batch_size}, crop {height}x{width}, {timing}; {machine.cpu_count()} CPUs available "
+          f"({machine.cpu_name()}); load {machine.load_average()}" + train_speed.device_protocol(args.compare_torch))
+    if args.alternate:
+        return _alternating(args, height, width)
     results = [train_speed.jax_train_speed(args.model, args.batch_size, height, width, num_classes=args.num_classes,
                                            dtype=args.precision, warmup=args.warmup, steps=args.steps)]
     print(results[0]["xla_options"])
@@ -76,6 +87,35 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    return 0
+
+
+def _alternating(args, height: int, width: int) -> int:
+    from bisenet_jax.benchmarks import machine, train_speed
+
+    out = train_speed.alternating_train_speed(args.model, args.batch_size, height, width,
+                                              num_classes=args.num_classes, dtype=args.precision,
+                                              warmup=args.warmup, steps=args.steps, rounds=args.alternate)
+    jax_row, torch_row = out["results"]
+    print(jax_row["xla_options"])
+    print(allocator.describe() + "; the PyTorch step runs in this process too")
+    rounds, summary = out["rounds"], out["summary"]
+    print(f"{'round':>5}  {'first':<6}{'JAX s':>8}{'PyTorch s':>11}{'JAX / PyTorch images/s':>25}")
+    for r, order in enumerate(rounds["orders"]):
+        print(f"{r:>5}  {order[0]:<6}{rounds['round_medians']['jax'][r]:>8.3f}"
+              f"{rounds['round_medians']['torch'][r]:>11.3f}{summary['ratio_each_round'][r]:>24.2f}x")
+    print(f"{'framework':<14}{'precision':<10}{'step s (median)':>16}{'min':>8}{'max':>8}{'images/s':>10}"
+          f"{'compile s':>11}{'slowest / fastest round':>25}")
+    for row in (jax_row, torch_row):
+        print(f"{row['framework']:<14}{row['precision']:<10}{row['step_seconds_median']:>16.3f}"
+              f"{row['step_seconds_min']:>8.3f}{row['step_seconds_max']:>8.3f}{row['images_per_second']:>10.2f}"
+              f"{row['compile_seconds']:>11.1f}{summary['spread'][row['framework']]:>24.2f}x")
+    print(f"JAX / PyTorch images/s: {summary['ratio']:.2f}x over all timed steps; per round median "
+          f"{summary['ratio_round_median']:.2f}x, {summary['ratio_round_min']:.2f}-{summary['ratio_round_max']:.2f}x "
+          f"(load after: {machine.load_average()}; peak RSS {torch_row['peak_rss_mb']:.0f} MB, both sides)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
     return 0
 
 

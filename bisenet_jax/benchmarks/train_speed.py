@@ -10,6 +10,13 @@ in eager training mode with the same loss and SGD groups (``torch_reference.trai
 ones; the median step time gives images/s. ``peak_rss_mb`` is the process's peak memory when the
 side finished (the JAX side runs first).
 
+Alternating (``alternating_train_speed``, ``scripts/benchmark_train.py --alternate ROUNDS``): both sides
+built and warmed up in one process, then timed in rounds of ``steps`` steps each, JAX first in even
+rounds and PyTorch first in odd ones; the ratio over all timed steps and each round's. On the shared VMs
+this project is measured on, the machine's speed drifts in stretches of seconds to minutes and moves
+the two sides by different amounts (docs/profile.md, session 51), so a comparison of two back-to-back
+blocks can land on either side of such a stretch; rounds of a few seconds pair them.
+
 On a GPU (JAX's default backend, whatever it is; ``device_protocol`` says it with the numbers): the
 same JAX step on that device; PyTorch on CUDA when it has it (``machine.torch_device``), eager, model
 and batch on the GPU, ``cudnn.benchmark`` on (XLA autotunes its convolutions too), and
@@ -98,10 +105,11 @@ def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num
     return {**result, "xla_options": xla_flags.describe(step.setup.step_options, init=step.setup.init_options)}
 
 
-def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
-                      warmup: int = 2, steps: int = 5, num_threads: int = 0, precision: str = "float32",
-                      device: str | None = None) -> dict[str, Any]:
-    """``precision`` "bfloat16": autocast; ``device`` "cpu" or "cuda", default ``machine.torch_device()``."""
+def build_torch_step(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                     num_threads: int = 0, precision: str = "float32", device: str | None = None) -> Callable[[], None]:
+    """The PyTorch reference's train step on a fixed random batch, as a closure that waits for it.
+
+    ``precision`` "bfloat16": autocast; ``device`` "cpu" or "cuda", default ``machine.torch_device()``."""
     import torch
 
     from bisenet_jax.benchmarks import torch_reference
@@ -121,8 +129,89 @@ def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, n
         torch_reference.train_step(net, optimizer, images, labels, config.loss, IGNORE_LABEL, autocast=autocast)
         machine.torch_synchronize(device)
 
+    return step
+
+
+def torch_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                      warmup: int = 2, steps: int = 5, num_threads: int = 0, precision: str = "float32",
+                      device: str | None = None) -> dict[str, Any]:
+    """``precision`` "bfloat16": autocast; ``device`` "cpu" or "cuda", default ``machine.torch_device()``."""
+    step = build_torch_step(model, batch_size, height, width, num_classes=num_classes, num_threads=num_threads,
+                            precision=precision, device=device)
     times = step_times(step, warmup, steps)
     return _result("torch", model, batch_size, height, width, precision, times, 0.0)
+
+
+def alternate(steps: dict[str, Callable[[], None]], warmup: int, steps_per_round: int, rounds: int,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Times the ``steps`` (side name -> one waited-for step) in alternating rounds.
+
+    Each side first takes ``warmup`` untimed steps; then, ``rounds`` times, every side takes
+    ``steps_per_round`` timed steps, the sides in the given order in even rounds and reversed in odd
+    ones. A shared VM's speed drifts in stretches of seconds to minutes (docs/profile.md, session 51),
+    so two sides timed one after the other can land in different stretches; rounds a few seconds
+    long put both sides in nearly the same conditions, and the per-round ratios show how far the
+    comparison moved with them. Returns ``times`` (side -> rounds x steps_per_round seconds),
+    ``round_medians`` (side -> one median per round) and ``orders`` (the sides' order in each round).
+    """
+    if rounds < 1 or steps_per_round < 1 or warmup < 0 or not steps:
+        raise ValueError(f"alternating rounds need rounds >= 1, steps_per_round >= 1, warmup >= 0 and a step to "
+                         f"time, got rounds={rounds}, steps_per_round={steps_per_round}, warmup={warmup}, "
+                         f"sides={list(steps)}")
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    orders = []
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        orders.append(list(order))
+        for name in order:
+            for _ in range(steps_per_round):
+                start = clock()
+                steps[name]()
+                times[name].append(clock() - start)
+    shaped = {name: np.asarray(t).reshape(rounds, steps_per_round) for name, t in times.items()}
+    return {"times": {name: t.tolist() for name, t in shaped.items()},
+            "round_medians": {name: np.median(t, axis=1).tolist() for name, t in shaped.items()},
+            "orders": orders}
+
+
+def ratio_summary(rounds: dict[str, Any], batch_size: int, numerator: str = "jax",
+                  denominator: str = "torch") -> dict[str, Any]:
+    """``numerator``'s images/s over ``denominator``'s from :func:`alternate`'s rounds: over all timed
+    steps (the ratio of the two medians), and per round (its median, min and max), with each side's
+    spread (slowest round median / fastest)."""
+    a, b = (np.asarray(rounds["times"][side]) for side in (numerator, denominator))
+    per_round = np.median(b, axis=1) / np.median(a, axis=1)
+    spread = {side: float(np.max(m) / np.min(m)) for side, m in rounds["round_medians"].items()}
+    return {"ratio": float(np.median(b) / np.median(a)), "ratio_round_median": float(np.median(per_round)),
+            "ratio_round_min": float(per_round.min()), "ratio_round_max": float(per_round.max()),
+            "ratio_each_round": per_round.tolist(), "spread": spread,
+            "images_per_second": {numerator: batch_size / float(np.median(a)),
+                                  denominator: batch_size / float(np.median(b))}}
+
+
+def alternating_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                            dtype: str = "float32", warmup: int = 2, steps: int = 5, rounds: int = 8,
+                            num_threads: int = 0, device: str | None = None) -> dict[str, Any]:
+    """JAX's and PyTorch's train steps (as :func:`jax_train_speed` and :func:`torch_train_speed` build
+    them) timed in :func:`alternate`'s rounds of ``steps`` steps, JAX first in even rounds: each side's
+    ``_result`` row over all its timed steps, and the rounds with :func:`ratio_summary`."""
+    jax_step = compile_jax_step(benchmark_config(model, num_classes, dtype, batch_size, height, width),
+                                random_batch(batch_size, height, width, num_classes))
+    torch_device = device or machine.torch_device()
+    precision = torch_precision(dtype, torch_device)
+    torch_step = build_torch_step(model, batch_size, height, width, num_classes=num_classes,
+                                  num_threads=num_threads, precision=precision, device=torch_device)
+    rounds_result = alternate({"jax": jax_step.run, "torch": torch_step}, warmup, steps, rounds)
+    flat = {side: np.ravel(t).tolist() for side, t in rounds_result["times"].items()}
+    jax_row = {**_result("jax", model, batch_size, height, width, dtype, flat["jax"], jax_step.compile_seconds),
+               "xla_options": xla_flags.describe(jax_step.setup.step_options, init=jax_step.setup.init_options)}
+    torch_row = _result("torch", model, batch_size, height, width, precision, flat["torch"], 0.0)
+    return {"results": [jax_row, torch_row], "rounds": rounds_result,
+            "summary": ratio_summary(rounds_result, batch_size)}
 
 
 def torch_precision(precision: str, device: str) -> str:

@@ -1,6 +1,7 @@
 """The train-step benchmark runs both frameworks and reports consistent fields (no timing asserts)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bisenet_jax.benchmarks import train_speed
@@ -15,3 +16,116 @@ def test_jax_and_torch_train_speed_report_the_protocol_fields():
         assert 0 < r["step_seconds_min"] <= r["step_seconds_median"] <= r["step_seconds_max"]
         assert r["images_per_second"] == pytest.approx(2 / r["step_seconds_median"])
     assert jax_result["compile_seconds"] > 0
+
+
+class _FakeMachine:
+    """A clock and two steps whose cost is a fixed per-side time scaled by the machine's current speed,
+    which drops by 30% for the rounds listed in ``slow``: what a drifting VM does to a real comparison."""
+
+    def __init__(self, costs, slow_rounds, steps_per_round):
+        self.now, self.calls, self.costs = 0.0, [], costs
+        self.slow_rounds, self.per_round = set(slow_rounds), steps_per_round
+        self.timed = {side: 0 for side in costs}
+
+    def clock(self):
+        return self.now
+
+    def step(self, side, warmup):
+        def run():
+            self.calls.append(side)
+            if len(self.calls) <= warmup * len(self.costs):  # the untimed warm-up steps come first
+                self.now += 100.0
+                return
+            current_round = self.timed[side] // self.per_round
+            self.timed[side] += 1
+            self.now += self.costs[side] * (1.3 if current_round in self.slow_rounds else 1.0)
+        return run
+
+
+def test_alternate_orders_the_sides_and_pairs_each_round_under_the_same_conditions():
+    fake = _FakeMachine({"jax": 0.5, "torch": 0.6}, slow_rounds=[1, 2], steps_per_round=3)
+    out = train_speed.alternate({"jax": fake.step("jax", 2), "torch": fake.step("torch", 2)}, warmup=2,
+                                steps_per_round=3, rounds=4, clock=fake.clock)
+    assert fake.calls[:4] == ["jax", "jax", "torch", "torch"]  # each side's warm-up, untimed
+    assert out["orders"] == [["jax", "torch"], ["torch", "jax"], ["jax", "torch"], ["torch", "jax"]]
+    timed_calls = fake.calls[4:]
+    assert timed_calls[:6] == ["jax"] * 3 + ["torch"] * 3 and timed_calls[6:12] == ["torch"] * 3 + ["jax"] * 3
+    assert out["round_medians"]["jax"] == pytest.approx([0.5, 0.65, 0.65, 0.5])
+    assert out["round_medians"]["torch"] == pytest.approx([0.6, 0.78, 0.78, 0.6])
+    assert all(len(row) == 3 for row in out["times"]["jax"]) and len(out["times"]["torch"]) == 4
+
+    summary = train_speed.ratio_summary(out, batch_size=8)
+    # Every round compares the two sides at the same machine speed: the true 1.2x in each of them.
+    assert summary["ratio_each_round"] == pytest.approx([1.2] * 4)
+    assert summary["ratio_round_min"] == pytest.approx(1.2) and summary["ratio_round_max"] == pytest.approx(1.2)
+    assert summary["spread"] == pytest.approx({"jax": 1.3, "torch": 1.3})
+    assert summary["images_per_second"]["jax"] == pytest.approx(8 / np.median([0.5] * 6 + [0.65] * 6))
+
+
+def test_alternate_rejects_empty_or_negative_protocols():
+    with pytest.raises(ValueError, match="rounds=0"):
+        train_speed.alternate({"jax": lambda: None}, warmup=1, steps_per_round=2, rounds=0)
+    with pytest.raises(ValueError, match="steps_per_round=0"):
+        train_speed.alternate({"jax": lambda: None}, warmup=1, steps_per_round=0, rounds=2)
+    with pytest.raises(ValueError, match="sides=\\[\\]"):
+        train_speed.alternate({}, warmup=1, steps_per_round=1, rounds=1)
+
+
+def test_alternating_train_speed_times_both_real_steps(capsys):
+    pytest.importorskip("torch")
+    out = train_speed.alternating_train_speed("bisenetv1_x39", 2, 64, 64, num_classes=3, warmup=1, steps=2,
+                                              rounds=2)
+    jax_row, torch_row = out["results"]
+    assert (jax_row["framework"], torch_row["framework"]) == ("jax", "torch")
+    assert jax_row["steps"] == torch_row["steps"] == 4 and jax_row["compile_seconds"] > 0
+    assert "ynn" in jax_row["xla_options"] or "XLA_FLAGS" in jax_row["xla_options"]
+    summary = out["summary"]
+    medians = {side: np.median(np.ravel(out["rounds"]["times"][side])) for side in ("jax", "torch")}
+    assert summary["ratio"] == pytest.approx(medians["torch"] / medians["jax"])
+    assert summary["ratio_round_min"] <= summary["ratio_round_median"] <= summary["ratio_round_max"]
+    assert jax_row["images_per_second"] == pytest.approx(2 / medians["jax"])
+
+
+def _script():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "benchmark_train.py"
+    spec = importlib.util.spec_from_file_location("benchmark_train_script_alternate", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, capsys, tmp_path):
+    def fake_alternating(model, batch_size, height, width, *, num_classes, dtype, warmup, steps, rounds):
+        fake = _FakeMachine({"jax": 0.5, "torch": 0.6}, slow_rounds=[1], steps_per_round=steps)
+        out = train_speed.alternate({"jax": fake.step("jax", warmup), "torch": fake.step("torch", warmup)},
+                                    warmup, steps, rounds, clock=fake.clock)
+        rows = [{**train_speed._result(side, model, batch_size, height, width, dtype, np.ravel(out["times"][side]),
+                                       1.0 if side == "jax" else 0.0), "xla_options": "XLA_FLAGS: (none)"}
+                for side in ("jax", "torch")]
+        return {"results": rows, "rounds": out, "summary": train_speed.ratio_summary(out, batch_size)}
+
+    monkeypatch.setattr(train_speed, "alternating_train_speed", fake_alternating)
+    script = _script()
+    json_path = tmp_path / "alt.json"
+    assert script.main(["--model", "bisenetv2", "--batch-size", "2", "--crop", "32x32", "--warmup", "1",
+                        "--steps", "2", "--alternate", "3", "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 rounds of 2 timed steps per side, JAX first in even rounds" in out
+    round_lines = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [line[:2] for line in round_lines] == [["0", "jax"], ["1", "torch"], ["2", "jax"]]
+    assert [line[-1] for line in round_lines] == ["1.20x"] * 3
+    assert "1.20x over all timed steps; per round median 1.20x, 1.20-1.20x" in out
+    import json
+
+    saved = json.loads(json_path.read_text())
+    assert saved["rounds"]["orders"] == [["jax", "torch"], ["torch", "jax"], ["jax", "torch"]]
+
+
+def test_script_alternate_refuses_torch_compile():
+    with pytest.raises(SystemExit):
+        _script().main(["--alternate", "2", "--torch-compile"])
+    with pytest.raises(SystemExit):
+        _script().main(["--alternate", "-1"])
