@@ -29,14 +29,21 @@ def main(argv=None) -> int:
                              "implies --compare-torch")
     parser.add_argument("--alternate", type=int, default=0, metavar="ROUNDS",
                         help="time JAX and PyTorch in ROUNDS alternating rounds of --steps steps each (JAX first "
-                             "in even rounds), after --warmup untimed steps each, and print every round's ratio: "
-                             "on a VM whose speed drifts this compares the two in the same conditions; implies "
-                             "--compare-torch")
-    parser.add_argument("--json", default="")
+                             "in even rounds; an even ROUNDS gives each side the first place equally often), after "
+                             "--warmup untimed steps each, and print every round's ratio: on a VM whose speed drifts "
+                             "this puts the two in nearly the same conditions; implies --compare-torch")
+    parser.add_argument("--json", default="",
+                        help="write the results there: a list of the table's rows, or with --alternate an object "
+                             "with those rows ('results'), every round's step times ('rounds') and the ratios "
+                             "('summary')")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
-    if args.alternate < 0 or (args.alternate and args.torch_compile):
-        parser.error("--alternate takes a number of rounds >= 1 and does not combine with --torch-compile")
+    if args.alternate < 0:
+        parser.error(f"--alternate {args.alternate}: ROUNDS must be >= 1 (0, the default, times each side once)")
+    if args.alternate and args.torch_compile:
+        parser.error("--alternate does not combine with --torch-compile (time inductor without --alternate)")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps {args.steps} --warmup {args.warmup}: expected --steps >= 1 and --warmup >= 0")
     args.compare_torch = args.compare_torch or args.torch_compile or bool(args.alternate)
 
     from bisenet_jax.benchmarks import machine, train_speed
@@ -100,7 +107,8 @@ def _alternating(args, height: int, width: int) -> int:
     print(jax_row["xla_options"])
     print(allocator.describe() + "; the PyTorch step runs in this process too")
     rounds, summary = out["rounds"], out["summary"]
-    print(f"{'round':>5}  {'first':<6}{'JAX s':>8}{'PyTorch s':>11}{'JAX / PyTorch images/s':>25}")
+    print(f"per round, the median step of each side:\n{'round':>5}  {'first':<6}{'JAX s':>8}{'PyTorch s':>11}"
+          f"{'JAX / PyTorch images/s':>25}")
     for r, order in enumerate(rounds["orders"]):
         print(f"{r:>5}  {order[0]:<6}{rounds['round_medians']['jax'][r]:>8.3f}"
               f"{rounds['round_medians']['torch'][r]:>11.3f}{summary['ratio_each_round'][r]:>24.2f}x")
