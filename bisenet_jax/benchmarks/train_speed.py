@@ -96,13 +96,22 @@ def compile_jax_step(config, batch: dict[str, np.ndarray], ignore_label: int = I
     return CompiledStep(run, compile_seconds, setup, compiled)
 
 
-def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
-                    dtype: str = "float32", warmup: int = 2, steps: int = 5) -> dict[str, Any]:
-    step = compile_jax_step(benchmark_config(model, num_classes, dtype, batch_size, height, width),
+def build_jax_step(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                   dtype: str = "float32") -> CompiledStep:
+    """The benchmark's JAX train step (``benchmark_config``) compiled on a fixed random batch."""
+    return compile_jax_step(benchmark_config(model, num_classes, dtype, batch_size, height, width),
                             random_batch(batch_size, height, width, num_classes))
-    times = step_times(step.run, warmup, steps)
+
+
+def _jax_result(step: CompiledStep, model, batch_size, height, width, dtype, times) -> dict[str, Any]:
     result = _result("jax", model, batch_size, height, width, dtype, times, step.compile_seconds)
     return {**result, "xla_options": xla_flags.describe(step.setup.step_options, init=step.setup.init_options)}
+
+
+def jax_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
+                    dtype: str = "float32", warmup: int = 2, steps: int = 5) -> dict[str, Any]:
+    step = build_jax_step(model, batch_size, height, width, num_classes=num_classes, dtype=dtype)
+    return _jax_result(step, model, batch_size, height, width, dtype, step_times(step.run, warmup, steps))
 
 
 def build_torch_step(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
@@ -178,19 +187,16 @@ def alternate(steps: dict[str, Callable[[], None]], warmup: int, steps_per_round
             "orders": orders}
 
 
-def ratio_summary(rounds: dict[str, Any], batch_size: int, numerator: str = "jax",
-                  denominator: str = "torch") -> dict[str, Any]:
+def ratio_summary(rounds: dict[str, Any], numerator: str = "jax", denominator: str = "torch") -> dict[str, Any]:
     """``numerator``'s images/s over ``denominator``'s from :func:`alternate`'s rounds: over all timed
     steps (the ratio of the two medians), and per round (its median, min and max), with each side's
     spread (slowest round median / fastest)."""
     a, b = (np.asarray(rounds["times"][side]) for side in (numerator, denominator))
-    per_round = np.median(b, axis=1) / np.median(a, axis=1)
+    per_round = np.asarray(rounds["round_medians"][denominator]) / np.asarray(rounds["round_medians"][numerator])
     spread = {side: float(np.max(m) / np.min(m)) for side, m in rounds["round_medians"].items()}
     return {"ratio": float(np.median(b) / np.median(a)), "ratio_round_median": float(np.median(per_round)),
             "ratio_round_min": float(per_round.min()), "ratio_round_max": float(per_round.max()),
-            "ratio_each_round": per_round.tolist(), "spread": spread,
-            "images_per_second": {numerator: batch_size / float(np.median(a)),
-                                  denominator: batch_size / float(np.median(b))}}
+            "ratio_each_round": per_round.tolist(), "spread": spread}
 
 
 def alternating_train_speed(model: str, batch_size: int, height: int, width: int, *, num_classes: int = 19,
@@ -199,19 +205,17 @@ def alternating_train_speed(model: str, batch_size: int, height: int, width: int
     """JAX's and PyTorch's train steps (as :func:`jax_train_speed` and :func:`torch_train_speed` build
     them) timed in :func:`alternate`'s rounds of ``steps`` steps, JAX first in even rounds: each side's
     ``_result`` row over all its timed steps, and the rounds with :func:`ratio_summary`."""
-    jax_step = compile_jax_step(benchmark_config(model, num_classes, dtype, batch_size, height, width),
-                                random_batch(batch_size, height, width, num_classes))
+    jax_step = build_jax_step(model, batch_size, height, width, num_classes=num_classes, dtype=dtype)
     torch_device = device or machine.torch_device()
     precision = torch_precision(dtype, torch_device)
     torch_step = build_torch_step(model, batch_size, height, width, num_classes=num_classes,
                                   num_threads=num_threads, precision=precision, device=torch_device)
     rounds_result = alternate({"jax": jax_step.run, "torch": torch_step}, warmup, steps, rounds)
     flat = {side: np.ravel(t).tolist() for side, t in rounds_result["times"].items()}
-    jax_row = {**_result("jax", model, batch_size, height, width, dtype, flat["jax"], jax_step.compile_seconds),
-               "xla_options": xla_flags.describe(jax_step.setup.step_options, init=jax_step.setup.init_options)}
+    jax_row = _jax_result(jax_step, model, batch_size, height, width, dtype, flat["jax"])
     torch_row = _result("torch", model, batch_size, height, width, precision, flat["torch"], 0.0)
     return {"results": [jax_row, torch_row], "rounds": rounds_result,
-            "summary": ratio_summary(rounds_result, batch_size)}
+            "summary": ratio_summary(rounds_result)}
 
 
 def torch_precision(precision: str, device: str) -> str:

@@ -56,12 +56,12 @@ def test_alternate_orders_the_sides_and_pairs_each_round_under_the_same_conditio
     assert out["round_medians"]["torch"] == pytest.approx([0.6, 0.78, 0.78, 0.6])
     assert all(len(row) == 3 for row in out["times"]["jax"]) and len(out["times"]["torch"]) == 4
 
-    summary = train_speed.ratio_summary(out, batch_size=8)
+    summary = train_speed.ratio_summary(out)
     # Every round compares the two sides at the same machine speed: the true 1.2x in each of them.
     assert summary["ratio_each_round"] == pytest.approx([1.2] * 4)
     assert summary["ratio_round_min"] == pytest.approx(1.2) and summary["ratio_round_max"] == pytest.approx(1.2)
     assert summary["spread"] == pytest.approx({"jax": 1.3, "torch": 1.3})
-    assert summary["images_per_second"]["jax"] == pytest.approx(8 / np.median([0.5] * 6 + [0.65] * 6))
+    assert summary["ratio"] == pytest.approx(np.median([0.6] * 6 + [0.78] * 6) / np.median([0.5] * 6 + [0.65] * 6))
 
 
 def test_rounds_of_one_side_after_the_other_would_not_pair_the_conditions():
@@ -122,7 +122,7 @@ def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, c
         rows = [{**train_speed._result(side, model, batch_size, height, width, dtype, np.ravel(out["times"][side]),
                                        1.0 if side == "jax" else 0.0), "xla_options": "XLA_FLAGS: (none)"}
                 for side in ("jax", "torch")]
-        return {"results": rows, "rounds": out, "summary": train_speed.ratio_summary(out, batch_size)}
+        return {"results": rows, "rounds": out, "summary": train_speed.ratio_summary(out)}
 
     monkeypatch.setattr(train_speed, "alternating_train_speed", fake_alternating)
     script = _script()
