@@ -3,7 +3,6 @@ the CPU: no GPU is needed (the CUDA checks monkeypatch what torch and JAX report
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -48,13 +47,6 @@ werkzeug wheel wrapt xarray xxhash yarl zipp""".split()
 
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _load_driver():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "scripts" / "gpu_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fake_gpu(monkeypatch):
@@ -188,8 +180,8 @@ def _args(argv, names):
     return out
 
 
-def test_driver_writes_every_model_precision_side_row_and_the_table(tmp_path, monkeypatch):
-    driver = _load_driver()
+def test_driver_writes_every_model_precision_side_row_and_the_table(tmp_path, monkeypatch, load_script):
+    driver = load_script("gpu_benchmark")
     scripts, calls = _fake_scripts()
     monkeypatch.setattr(driver, "_load_script", scripts.__getitem__)
     monkeypatch.setattr(driver, "loaded_distributions", lambda: {"jax": jax.__version__})  # tested below
@@ -215,8 +207,8 @@ def test_driver_writes_every_model_precision_side_row_and_the_table(tmp_path, mo
     assert "python_packages" in report and "jax" in report["python_packages"]
 
 
-def test_driver_records_an_error_skips_late_optional_items_and_goes_on(tmp_path, monkeypatch):
-    driver = _load_driver()
+def test_driver_records_an_error_skips_late_optional_items_and_goes_on(tmp_path, monkeypatch, load_script):
+    driver = load_script("gpu_benchmark")
     scripts, calls = _fake_scripts(fail="bisenetv1_r18 --batch-size 8")
     monkeypatch.setattr(driver, "_load_script", scripts.__getitem__)
     monkeypatch.setattr(driver, "loaded_distributions", lambda: {"jax": jax.__version__})  # tested below
@@ -229,12 +221,12 @@ def test_driver_records_an_error_skips_late_optional_items_and_goes_on(tmp_path,
     assert "error: train bisenetv1_r18" in (tmp_path / "gpu_benchmark.md").read_text()
 
 
-def test_driver_refuses_to_run_the_gpu_comparison_without_a_gpu(tmp_path):
-    assert _load_driver().main([str(tmp_path)]) == 2
+def test_driver_refuses_to_run_the_gpu_comparison_without_a_gpu(tmp_path, load_script):
+    assert load_script("gpu_benchmark").main([str(tmp_path)]) == 2
 
 
-def test_quick_mode_runs_the_real_inference_script_end_to_end(tmp_path, monkeypatch):
-    driver = _load_driver()
+def test_quick_mode_runs_the_real_inference_script_end_to_end(tmp_path, monkeypatch, load_script):
+    driver = load_script("gpu_benchmark")
     monkeypatch.setitem(driver.QUICK, "resolutions", ["32x64"])
     assert driver.main(["--quick", str(tmp_path), "--parts", "inference", "--models", "bisenetv1_x39",
                         "--precisions", "float32"]) == 0

@@ -1,21 +1,18 @@
 """The loop-vs-step benchmark measures what it says: the config's own step, pipeline and loop."""
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import numpy as np
 
 from bisenet_jax.benchmarks import loop_speed
+from bisenet_jax.train.config import config_from_file
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
 def _tiny_config():
-    spec = importlib.util.spec_from_file_location("tiny_config", CONFIGS / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = config_from_file(CONFIGS / "tiny.py")
     config.model.name = "bisenetv1_r18"  # V2 compiles slowest; any model shows the protocol
     config.data.crop_size = (64, 64)
     config.train.batch_size = 2

@@ -2,7 +2,6 @@
 hand-written op chains, and one real profile of each framework (BiSeNetV2, batch 2, 64x64, 1 step)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,7 +12,6 @@ import pytest
 
 from bisenet_jax.benchmarks import profile
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 FWD_NAME = "jit(train_step)/jvp(Net)"
 BWD_NAME = "jit(train_step)/transpose(jvp(Net))"
 
@@ -346,16 +344,14 @@ def _fake_side(ms_by_category: dict[str, float]) -> dict:
     return profile._summary(times, details, 1, [0.02], [0.025], 5)
 
 
-def test_cli_prints_both_sides_and_writes_json_that_round_trips(monkeypatch, tmp_path, capsys):
+def test_cli_prints_both_sides_and_writes_json_that_round_trips(monkeypatch, tmp_path, capsys, load_script):
     jax_side = _fake_side({"conv dense/kernel grad": 12.5, "optimizer/update": 7.5})
     torch_side = _fake_side({"conv dense/backward": 30.0, "loss+OHEM/forward": 10.0})
     assert jax_side["op_sum_ms"] == pytest.approx(20.0) and jax_side["wall_ms"] == pytest.approx(20.0)
     assert jax_side["categories"]["optimizer/update"]["percent"] == pytest.approx(37.5)
     assert jax_side["categories"]["optimizer/update"]["wall_ms"] == pytest.approx(7.5)
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # the script adds the defaults: undone after
-    spec = importlib.util.spec_from_file_location("profile_train", REPO / "scripts" / "profile_train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("profile_train")
     monkeypatch.setattr(profile, "profile_jax", lambda *args, **kwargs: jax_side)
     monkeypatch.setattr(profile, "profile_torch", lambda *args, **kwargs: torch_side)
     path = tmp_path / "profile.json"
@@ -382,12 +378,10 @@ def test_cli_prints_both_sides_and_writes_json_that_round_trips(monkeypatch, tmp
     assert report["mode"] == "train step"
 
 
-def test_cli_inference_mode_profiles_the_forward(monkeypatch, tmp_path, capsys):
+def test_cli_inference_mode_profiles_the_forward(monkeypatch, tmp_path, capsys, load_script):
     calls = []
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-    spec = importlib.util.spec_from_file_location("profile_train", REPO / "scripts" / "profile_train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("profile_train")
     side = _fake_side({"conv dense/forward": 8.0, "resize/forward": 2.0})
     for name in ("profile_jax", "profile_torch", "profile_jax_inference", "profile_torch_inference"):
         monkeypatch.setattr(profile, name, lambda *args, _name=name, **kwargs: calls.append((_name, args)) or side)

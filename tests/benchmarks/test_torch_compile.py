@@ -10,9 +10,7 @@ are compiled by the benchmark scripts themselves.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
 import pytest
@@ -21,8 +19,6 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from bisenet_jax.benchmarks import inference_speed, torch_reference, train_speed  # noqa: E402
-
-SCRIPTS = pathlib.Path(__file__).resolve().parents[2] / "scripts"
 
 
 class TinyTorchSegmenter(torch.nn.Module):
@@ -119,7 +115,7 @@ def _failing_compile(module):
     raise RuntimeError("InductorError: C++ compile error\nthe compiler's long output")
 
 
-def test_a_compiler_failure_is_a_row_with_its_reason_not_a_crash(tiny_model, monkeypatch, capsys):
+def test_a_compiler_failure_is_a_row_with_its_reason_not_a_crash(tiny_model, monkeypatch, capsys, load_script):
     monkeypatch.setattr(torch_reference, "compile_model", _failing_compile)
     model, variables = tiny_model
     results = inference_speed.benchmark_model(model, variables, 1, 32, 48, warmup=0, iterations=1,
@@ -138,9 +134,7 @@ def test_a_compiler_failure_is_a_row_with_its_reason_not_a_crash(tiny_model, mon
     assert math.isnan(row["step_seconds_median"]) and math.isnan(row["compile_seconds"])
 
     # The script prints it in its table, beside the other rows, and finishes.
-    spec = importlib.util.spec_from_file_location("benchmark_train_script", SCRIPTS / "benchmark_train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("benchmark_train")
     def fake(framework):
         extra = {"xla_options": "XLA_FLAGS: (none)"} if framework == "jax" else {}
         return lambda *args, **kwargs: {**train_speed._result(framework, "bisenetv2", 2, 32, 32, "float32", [0.5], 1.0),

@@ -102,18 +102,7 @@ def test_alternating_train_speed_times_both_real_steps(capsys):
     assert torch_row["images_per_second"] == pytest.approx(2 / medians["torch"])
 
 
-def _script():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "benchmark_train.py"
-    spec = importlib.util.spec_from_file_location("benchmark_train_script_alternate", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, capsys, tmp_path):
+def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, capsys, tmp_path, load_script):
     pytest.importorskip("torch")  # the protocol line asks PyTorch for its device
     def fake_alternating(model, batch_size, height, width, *, num_classes, dtype, warmup, steps, rounds):
         fake = _FakeMachine({"jax": 0.5, "torch": 0.6}, slow=[1], steps_per_round=steps)
@@ -125,7 +114,7 @@ def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, c
         return {"results": rows, "rounds": out, "summary": train_speed.ratio_summary(out)}
 
     monkeypatch.setattr(train_speed, "alternating_train_speed", fake_alternating)
-    script = _script()
+    script = load_script("benchmark_train")
     json_path = tmp_path / "alt.json"
     assert script.main(["--model", "bisenetv2", "--batch-size", "2", "--crop", "32x32", "--warmup", "1",
                         "--steps", "2", "--alternate", "3", "--json", str(json_path)]) == 0
@@ -146,13 +135,14 @@ def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, c
     (["--alternate", "-1"], "--alternate -1: ROUNDS must be >= 1"),
     (["--alternate", "2", "--steps", "0"], "--steps 0 --warmup 2: expected --steps >= 1"),
 ])
-def test_script_refuses_bad_alternating_options_before_building_anything(argv, message, capsys, monkeypatch):
+def test_script_refuses_bad_alternating_options_before_building_anything(argv, message, capsys, monkeypatch,
+                                                                         load_script):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a benchmark started despite bad options")
 
     monkeypatch.setattr(train_speed, "alternating_train_speed", must_not_run)
     monkeypatch.setattr(train_speed, "jax_train_speed", must_not_run)
     with pytest.raises(SystemExit) as exit_info:
-        _script().main(argv)
+        load_script("benchmark_train").main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Fixtures for the conversion tests: random variables with non-trivial BN statistics, JAX logits,
-the reference key layouts."""
+"""Fixtures for the conversion tests: JAX logits, the reference key layouts (the random variables with
+non-trivial BN statistics are tests/conftest.py's, shared with the export tests)."""
 from __future__ import annotations
 
 import functools
@@ -8,36 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
-from bisenet_jax.convert import model_template
 from bisenet_jax.models import create_model
-
-
-def make_random_variables(model_name: str, num_classes: int = 19, seed: int = 0, aux_heads: bool = True) -> dict:
-    """Variables of ``model_name`` drawn in numpy from the shapes alone (no slow ``init``).
-
-    Kernels are He-normal (fan_out); BN scales, shifts and running statistics are randomised so that no
-    BatchNorm is the identity (a transposed or misplaced statistic would show in the logits).
-    """
-    rng = np.random.default_rng(seed)
-    template = model_template(model_name, num_classes, aux_heads)
-
-    def draw(path, shape):
-        if path[-1] == "kernel":  # He normal over fan_out, the models' own init (HWIO: kh * kw * out)
-            return rng.standard_normal(shape) * np.sqrt(2.0 / (shape[0] * shape[1] * shape[3]))
-        if path[-1] == "scale":
-            return 1.0 + 0.2 * rng.standard_normal(shape)
-        if path[-1] in ("bias", "mean"):
-            return 0.1 * rng.standard_normal(shape)
-        if path[-1] == "var":
-            return 0.5 + rng.random(shape)
-        raise AssertionError(path)
-
-    return {collection: traverse_util.unflatten_dict(
-        {path: draw(path, leaf.shape).astype(np.float32)
-         for path, leaf in traverse_util.flatten_dict(template[collection]).items()})
-        for collection in ("params", "batch_stats")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,11 +38,6 @@ def read_reference_shapes(reference_dir, version: str) -> dict[str, tuple[int, .
             key, shape = line.rstrip("\n").split("\t")
             out[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
     return out
-
-
-@pytest.fixture
-def random_variables():
-    return make_random_variables
 
 
 @pytest.fixture

@@ -1,9 +1,6 @@
 """scripts/convert.py: JAX checkpoint <-> .pth / .safetensors, and ONNX, end to end on disk."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -11,15 +8,10 @@ from flax import traverse_util
 from bisenet_jax.checkpoints import load_model, save_model
 from bisenet_jax.convert import load_torch_checkpoint, read_safetensors_metadata, to_torch_state_dict
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "convert.py"
-
 
 @pytest.fixture(scope="module")
-def convert_main():
-    spec = importlib.util.spec_from_file_location("convert_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+def convert_main(load_script):
+    return load_script("convert").main
 
 
 @pytest.fixture

@@ -189,11 +189,7 @@ def test_pth_with_pickled_objects_is_refused(tmp_path):
 
 @pytest.mark.parametrize("model_name,version", MODELS)
 def test_torch_model_reproduces_the_reference_implementations_golden_logits(model_name, version, reference_dir,
-                                                                            rel_error):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_weights", reference_dir / "golden" / "make_weights.py")
-    make_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_weights)
+                                                                            rel_error, make_weights):
     weights = make_weights.weights(reference_dir / f"pytorch_bisenet{version}_state_dict.txt")
     golden = np.load(reference_dir / "golden" / f"golden_bisenet{version}.npz")
     model = build_torch_model(model_name, 19)

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from bisenet_jax.data import default_data_config
 from bisenet_jax.data.check import check_dataset
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_dataset.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("check_dataset_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_config(name, root="", **options):
@@ -89,10 +77,10 @@ def test_unknown_dataset_is_reported_not_raised():
     assert not report.ok and "unknown dataset 'nope'" in report.format()
 
 
-def test_cli_exit_status_and_overrides(files, tmp_path, capsys):
+def test_cli_exit_status_and_overrides(files, tmp_path, capsys, load_script):
     files.write_image(tmp_path / "images" / "train" / "a.png", files.random_image(0))
     files.write_image(tmp_path / "labels" / "train" / "a.png", files.label_with([1, 2, 3]))
-    script = load_script()
+    script = load_script("check_dataset")
     args = ["--name", "custom", "--root", str(tmp_path), "--splits", "train", "--set", "custom.num_classes=3"]
     assert script.main(args) == 1  # Label value 3 is not a class of a 3-class dataset...
     assert "ERROR: label ids outside the classes" in capsys.readouterr().out
@@ -111,8 +99,8 @@ def test_demo_dataset_checks_clean():
     assert report.splits[0].class_pixels.sum() + report.splits[0].ignore_pixels == 2 * 32 * 40
 
 
-def test_real_camvid_val_checks_clean(camvid_root, capsys):
-    script = load_script()
+def test_real_camvid_val_checks_clean(camvid_root, capsys, load_script):
+    script = load_script("check_dataset")
     assert script.main(["--name", "camvid", "--root", str(camvid_root), "--splits", "val", "--max_images", "30"]) == 0
     out = capsys.readouterr().out
     assert "records: 101 (30 checked)" in out and "480x360: 30" in out

@@ -2,7 +2,6 @@
 reference logits computed once per model and size."""
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import numpy as np
@@ -20,33 +19,21 @@ NUM_CLASSES = 5  # the demo dataset's, so the files carry its classes and normal
 CHECKPOINT_INFO = {"num_classes": NUM_CLASSES, "dataset": "demo"}
 
 
-def _load_convert_conftest():
-    path = pathlib.Path(__file__).resolve().parents[1] / "convert" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("convert_conftest_for_export", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_random_variables = _load_convert_conftest().make_random_variables
-
-
 class Models:
     """Random variables per model, exported files per (format, model, size), JAX logits per input."""
 
     num_classes = NUM_CLASSES
 
-    def __init__(self, root: pathlib.Path):
+    def __init__(self, root: pathlib.Path, random_variables):
         self.root = root
+        self.random_variables = random_variables  # tests/conftest.py's make_random_variables
         self._variables: dict[str, dict] = {}
         self._files: dict[tuple, pathlib.Path] = {}
         self._logits: dict[tuple, np.ndarray] = {}
 
-    random_variables = staticmethod(make_random_variables)
-
     def variables(self, model_name: str) -> dict:
         if model_name not in self._variables:
-            self._variables[model_name] = make_random_variables(model_name, NUM_CLASSES, seed=11)
+            self._variables[model_name] = self.random_variables(model_name, NUM_CLASSES, seed=11)
         return self._variables[model_name]
 
     def exported(self, fmt: str, model_name: str, size: tuple[int, int] | None = None) -> pathlib.Path:
@@ -76,5 +63,5 @@ class Models:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> Models:
-    return Models(tmp_path_factory.mktemp("exported"))
+def models(tmp_path_factory, random_variables) -> Models:
+    return Models(tmp_path_factory.mktemp("exported"), random_variables)

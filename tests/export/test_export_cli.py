@@ -1,8 +1,6 @@
 """scripts/export.py end to end, and its errors: each names the thing that is wrong."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
 
 import pytest
@@ -10,15 +8,10 @@ import pytest
 from bisenet_jax.checkpoints import save_model
 from bisenet_jax.export import load_exported
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "export.py"
-
 
 @pytest.fixture(scope="module")
-def export_main():
-    spec = importlib.util.spec_from_file_location("export_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+def export_main(load_script):
+    return load_script("export").main
 
 
 @pytest.fixture(scope="module")

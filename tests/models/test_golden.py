@@ -1,8 +1,6 @@
 """Parity with the PyTorch implementation's own logits and state_dict keys (tests/reference)."""
 from __future__ import annotations
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,16 +10,8 @@ from bisenet_jax.convert.names import key_table, variables_from_state_dict
 from bisenet_jax.models import create_model
 
 
-def _make_weights_module(reference_dir):
-    spec = importlib.util.spec_from_file_location("make_weights", reference_dir / "golden" / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("model_name,version", [("bisenetv1_r18", "v1"), ("bisenetv2", "v2")])
-def test_golden_logits_match_pytorch(reference_dir, model_name, version):
-    make_weights = _make_weights_module(reference_dir)
+def test_golden_logits_match_pytorch(reference_dir, model_name, version, make_weights):
     state_dict = make_weights.weights(reference_dir / f"pytorch_bisenet{version}_state_dict.txt")
     golden = np.load(reference_dir / "golden" / f"golden_bisenet{version}.npz")
     x = jnp.asarray(golden["input_nchw"].transpose(0, 2, 3, 1))

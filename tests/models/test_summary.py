@@ -1,9 +1,6 @@
 """bisenet_jax.models.summary: parameter counts, the parameter table, XLA FLOPs, the stats script."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,8 +9,6 @@ import pytest
 from bisenet_jax.models import create_model
 from bisenet_jax.models.summary import (count_params, flops, format_stats_table, model_stats, model_summary,
                                         module_flops, parameter_table)
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class TwoLayers(nn.Module):
@@ -113,10 +108,8 @@ def test_model_stats_rows_and_markdown_table():
     assert table.splitlines()[2].startswith("| bisenetv1_x39 | 1.78 | 1.48 | 6.59 | 3.30 | 5.8 | 2.9 |")
 
 
-def test_model_stats_script_prints_the_table(capsys):
-    spec = importlib.util.spec_from_file_location("model_stats", REPO_ROOT / "scripts" / "model_stats.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_model_stats_script_prints_the_table(capsys, load_script):
+    script = load_script("model_stats")
     script.main(["--height", "64", "--width", "96", "--models", "bisenetv1_x39"])
     out = capsys.readouterr().out
     assert "| model (96x64) |" in out
