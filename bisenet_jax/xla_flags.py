@@ -1,4 +1,5 @@
-"""XLA compiler options on CPU for the train step (the measured fast path, and only where it is one) and the initialisation.
+"""XLA compiler options on CPU for the train step, inference and the initialisation (the measured fast path, and
+only where it is one).
 
 By default XLA:CPU (jaxlib 0.10.2) hands each convolution to YNNPACK, and its matmuls and reductions
 as well. Setting the fusion type to ``dot,reduce`` replaces that default: YNNPACK keeps the step's
@@ -30,9 +31,19 @@ without on the Intel VM of session 43 (docs/profile.md). So every model's step g
 
 So it is not a process-wide ``XLA_FLAGS`` default: :func:`train_step_options` gives it to the one
 ``jax.jit`` of the train step (``bisenet_jax/train/step.py``) as per-program compiler options, on
-the CPU backend only; evaluation, prediction and export compile without it, and GPU/TPU programs
-never see it. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no gain in
-training, 2122 ms against 1655 ms in R18 inference.)
+the CPU backend only, and GPU/TPU programs never see it.
+
+Inference (:func:`inference_options`: evaluation, prediction, ``benchmark_speed.py``) gets the same
+option only on x86 CPUs without AVX-512, where the measurements went the other way: on the AMD EPYC
+Zen 3 VM of sessions 52-53 (AVX2), the forward compiled with ``dot,reduce`` against XLA's defaults, both
+compiled in one process and timed in alternating blocks (6 rounds of 4 calls, median; a ``/tmp`` script,
+session 53): V1-R18 442 / 569 ms at 1x512x1024 and 1903 / 2194 ms at 1x1024x2048, V1-X39 134 / 185 and
+600 / 846 ms, V2 471 / 510 and 1635 / 1959 ms (8-41% faster; logits equal to 3e-5 relative). On the
+Zen 4 VM (AVX-512) it was 12-25% slower (figures above), so CPUs with AVX-512 (``avx512f`` in
+``/proc/cpuinfo``; the Intel VMs with AVX-512 were not measured this way) and CPUs whose flags cannot be
+read (not Linux, not x86) keep XLA's defaults. Export (StableHLO, ONNX, TFLite) is not compiled here and
+never sees any of these options. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no
+gain in training, 2122 ms against 1655 ms in R18 inference.)
 
 One difference in values: YNNPACK's max ignores NaN. ``jnp.max`` of an array holding a NaN is the
 largest of its other values, and a ReLU fused into a YNNPACK reduction, ``sum(max(x, 0))``, drops a
@@ -74,6 +85,8 @@ YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 # As ``XLA_FLAGS`` spells them (what describe() prints and what a user can set to override).
 TRAIN_STEP_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,reduce"}
 _PREFIX = "LIBRARY_FUSION_TYPE_"
+# For inference programs, on x86 CPUs without AVX-512 only (see the module docstring).
+INFERENCE_CPU_FLAGS = {YNN_FUSION_TYPE: "dot,reduce"}
 # For the one-off initialisation program (see the module docstring).
 INIT_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
 
@@ -117,6 +130,46 @@ def train_step_options(backend: str | None = None, environ: Mapping[str, str] | 
     return {name: _compiler_value(value) for name, value in options.items()}
 
 
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
+    """Whether this x86 CPU has AVX-512 (``avx512f`` among the ``flags`` of ``/proc/cpuinfo``, or of the text
+    ``cpuinfo``); None where that cannot be told (no ``/proc/cpuinfo``, or no x86 ``flags`` line in it)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return "avx512f" in value.split()
+    return None
+
+
+def inference_options(backend: str | None = None, environ: Mapping[str, str] | None = None, *,
+                      avx512: bool | None = None) -> dict[str, str]:
+    """The ``compiler_options`` for ``jax.jit`` of an inference program (evaluation, prediction, the
+    inference benchmark): ``INFERENCE_CPU_FLAGS`` on the "cpu" backend of an x86 CPU without AVX-512
+    (``avx512``, by default :func:`cpu_has_avx512`), minus any the user set in ``XLA_FLAGS``; else {}."""
+    if avx512 is None:
+        avx512 = cpu_has_avx512()
+    if avx512 is not False:
+        return {}
+    options = _cpu_options(INFERENCE_CPU_FLAGS, backend, environ)
+    return {name: _compiler_value(value) for name, value in options.items()}
+
+
+def describe_inference(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
+    """A clause for a log: what inference programs are compiled with (``options``: :func:`inference_options`)."""
+    environ = os.environ if environ is None else environ
+    if options:
+        added = " ".join(f"--{name}={_flag_value(value)}" for name, value in options.items())
+        return f"inference compiled with {added} (an x86 CPU without AVX-512; bisenet_jax/xla_flags.py)"
+    if not defaults_enabled(environ):
+        return f"inference options off ({OPT_OUT}=0)"
+    return "no inference options (not on CPU, a CPU with AVX-512 or unknown flags, or XLA_FLAGS sets them)"
+
+
 def init_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, int]:
     """The ``compiler_options`` for the initialisation program (``train/setup.py``): ``INIT_CPU_OPTIONS``
     on the "cpu" backend, minus any the user set in ``XLA_FLAGS``; else {} (and with the opt-out)."""
@@ -124,9 +177,10 @@ def init_options(backend: str | None = None, environ: Mapping[str, str] | None =
 
 
 def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = None, *,
-             init: Mapping[str, int] | None = None) -> str:
-    """One line for a run's log: the user's XLA_FLAGS and the options the train step (``options``) and
-    the initialisation program (``init``, when given) are compiled with."""
+             init: Mapping[str, int] | None = None, inference: Mapping[str, str] | None = None) -> str:
+    """One line for a run's log: the user's XLA_FLAGS and the options the train step (``options``), the
+    initialisation program (``init``, when given) and inference programs (``inference``, when given) are
+    compiled with."""
     environ = os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "").strip() or "(none)"
     if options:
@@ -138,4 +192,6 @@ def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = Non
         step = "no train step options (not on CPU, or XLA_FLAGS sets them)"
     if init:
         step += "; initialisation compiled with " + " ".join(f"--{name}={value}" for name, value in init.items())
+    if inference is not None:
+        step += "; " + describe_inference(inference, environ)
     return f"XLA_FLAGS: {flags}; {step}"

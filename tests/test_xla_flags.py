@@ -1,4 +1,5 @@
-"""The train step's CPU compiler options: only on CPU, never over a user's XLA_FLAGS, off on request, in effect."""
+"""The CPU compiler options (train step, inference, initialisation): only on CPU, never over a user's XLA_FLAGS,
+off on request, in effect."""
 from __future__ import annotations
 
 import jax
@@ -156,3 +157,41 @@ def test_the_setup_initialises_with_its_options_the_same_random_draws(monkeypatc
     for (path, want), have in zip(paths, jax.tree_util.tree_leaves(got)):
         scale = float(jnp.abs(want).max()) or 1.0
         assert float(jnp.abs(have - want).max()) <= 1e-6 * scale, jax.tree_util.keystr(path)
+
+
+ZEN3_FLAGS = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"
+ZEN4_FLAGS = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512vl\n"
+ARM_FEATURES = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+
+
+def test_cpu_has_avx512_reads_the_x86_flags_line():
+    assert xla_flags.cpu_has_avx512(ZEN3_FLAGS) is False
+    assert xla_flags.cpu_has_avx512(ZEN4_FLAGS) is True
+    assert xla_flags.cpu_has_avx512(ARM_FEATURES) is None  # no x86 flags: not told
+    assert xla_flags.cpu_has_avx512("flags : avx512fx avx2\n") is False  # a whole word, not a prefix
+    assert xla_flags.cpu_has_avx512() in (True, False, None)  # this machine's /proc/cpuinfo, or None without one
+
+
+def test_inference_options_only_on_a_cpu_without_avx512_never_over_a_users_flag_and_off_on_request(monkeypatch):
+    want = {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    assert xla_flags.inference_options("cpu", {}, avx512=False) == want
+    assert xla_flags.inference_options("cpu", {}, avx512=True) == {}
+    for told, expected in ((None, {}), (True, {}), (False, want)):  # by default, what this CPU's flags tell
+        monkeypatch.setattr(xla_flags, "cpu_has_avx512", lambda cpuinfo=None, told=told: told)
+        assert xla_flags.inference_options("cpu", {}) == expected
+    assert xla_flags.inference_options("gpu", {}, avx512=False) == {}
+    assert xla_flags.inference_options("tpu", {}, avx512=False) == {}
+    assert xla_flags.inference_options("cpu", {"XLA_FLAGS": f"--{YNN}=dot"}, avx512=False) == {}
+    assert xla_flags.inference_options("cpu", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}, avx512=False) == want
+    assert xla_flags.inference_options("cpu", {xla_flags.OPT_OUT: "0"}, avx512=False) == {}
+
+
+def test_describe_names_the_inference_options():
+    options = xla_flags.inference_options("cpu", {}, avx512=False)
+    line = xla_flags.describe(xla_flags.train_step_options("cpu", {}), {}, inference=options)
+    assert line.endswith(f"; inference compiled with --{YNN}=dot,reduce (an x86 CPU without AVX-512; "
+                         "bisenet_jax/xla_flags.py)")
+    assert "no inference options" in xla_flags.describe({}, {}, inference={})
+    assert "inference" not in xla_flags.describe({}, {})
+    off = xla_flags.describe_inference({}, {xla_flags.OPT_OUT: "0"})
+    assert off == "inference options off (BISENET_XLA_DEFAULTS=0)"

@@ -5,7 +5,9 @@ Protocol (what ``benchmark`` does, and what ``format_protocol`` prints next to t
 - the forward pass of the model in inference mode (BatchNorm statistics, no auxiliary heads) on
   one random input of fixed shape, logits at the input resolution (N, H, W, C) as the output;
 - JAX: the whole forward pass is one ``jax.jit`` program, compiled ahead of time (the compile
-  time is reported separately and never timed as latency); the output is waited for with
+  time is reported separately and never timed as latency) with the compiler options evaluation and
+  prediction use (``bisenet_jax.xla_flags.inference_options``: on x86 CPUs without AVX-512 one
+  YNNPACK option, else none; printed with the protocol); the output is waited for with
   ``block_until_ready`` in every iteration;
 - PyTorch (``compare_torch``): the reference module from ``bisenet_jax.convert.torch_models`` in
   eager mode, ``eval()`` under ``torch.inference_mode()``, NCHW float input, the same weights, and
@@ -44,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bisenet_jax import xla_flags
 from bisenet_jax.benchmarks.machine import CpuUsage, cpu_count, torch_device, torch_synchronize
 from bisenet_jax.models import create_model
 from bisenet_jax.models.summary import count_params, flops
@@ -131,10 +134,11 @@ def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
 
 
 def compile_jax_forward(model: Any, variables: dict, x: jax.Array) -> tuple[Callable, float]:
-    """Ahead-of-time compiled forward: returns (compiled fn, compile seconds)."""
+    """Ahead-of-time compiled forward, with the project's inference options (``xla_flags.inference_options``,
+    as evaluation and prediction compile it): returns (compiled fn, compile seconds)."""
     forward = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
     start = time.perf_counter()
-    compiled = forward.lower(variables, x).compile()
+    compiled = forward.lower(variables, x).compile(compiler_options=xla_flags.inference_options() or None)
     return compiled, time.perf_counter() - start
 
 
@@ -278,7 +282,8 @@ def format_protocol(env: dict[str, Any], warmup: int, iterations: int, quiet_per
     lines = [
         f"device: {env['device']} ({env['cpus']} CPUs available to this process)",
         f"software: jax {env['jax']}" + (f", torch {env['torch']}" if "torch" in env else "")
-        + f", python {env['python']}; XLA_FLAGS={env['xla_flags'] or '(none)'}"
+        + f", python {env['python']}; XLA_FLAGS={env['xla_flags'] or '(none)'}; "
+        + xla_flags.describe_inference(xla_flags.inference_options())
         + (f"; {env['allocator']}" if "allocator" in env else ""),
         f"protocol: inference forward (BN statistics, no aux heads), random input, {warmup} warm-up + "
         f"{iterations} timed iterations, median latency [p10, p90]; FPS = batch / median; "

@@ -321,8 +321,8 @@ def profile_jax_inference(model: str, batch_size: int, height: int, width: int, 
 
     return {**_traced(forward, compiled.as_text(), info, steps, warmup, top, trace_dir),
             "compile_seconds": compile_seconds,
-            "xla_flags_log": f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '').strip() or '(none)'}; inference compiled "
-                             "without the train step's CPU options (bisenet_jax/xla_flags.py)"}
+            "xla_flags_log": f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '').strip() or '(none)'}; "
+                             + xla_flags.describe_inference(xla_flags.inference_options())}
 
 
 def _traced(run, hlo_text: str, info: ModelInfo, steps: int, warmup: int, top: int,

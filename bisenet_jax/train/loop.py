@@ -141,7 +141,8 @@ def _train(config, workdir: paths.Path, setup: TrainSetup, state, data_iter, man
     _log(f"{config.model.name}: {count_params(state.params):,} parameters; {setup.mesh.size} device(s), "
          f"{jax.process_count()} process(es); global batch {global_batch}, crop {crop_h}x{crop_w}; "
          f"steps {start_step} -> {num_steps}; workdir {workdir}")
-    _log(xla_flags.describe(setup.step_options, init=setup.init_options))
+    _log(xla_flags.describe(setup.step_options, init=setup.init_options,
+                            inference=xla_flags.inference_options()))
     _log(allocator.describe())
 
     pending: list[tuple[int, dict]] = []  # metrics of steps not yet fetched from the devices

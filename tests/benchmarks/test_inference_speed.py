@@ -85,3 +85,27 @@ def test_compare_torch_runs_the_reference_module_with_the_same_weights_and_threa
     assert torch_result.max_rel_diff < 1e-4  # the same network and weights
     assert math.isnan(torch_result.gflops)
     assert "JAX speed-up x" in inference_speed.format_results(results)
+
+
+def test_the_benchmark_compiles_the_forward_as_evaluation_does_and_prints_it(monkeypatch, tiny_model):
+    """``benchmark_speed.py`` times the program users run: compiled with ``xla_flags.inference_options()``
+    (here as on an x86 CPU without AVX-512), named in the protocol."""
+    from bisenet_jax import xla_flags
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    monkeypatch.setattr(xla_flags, "cpu_has_avx512", lambda cpuinfo=None: False)
+    compiled_with, real_compile = [], jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None, **kwargs):
+        compiled_with.append(compiler_options)
+        return real_compile(self, compiler_options=compiler_options, **kwargs)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    model, variables = tiny_model
+    x = jnp.ones((1, 32, 32, 3))
+    forward, _ = inference_speed.compile_jax_forward(model, variables, x)
+    assert compiled_with == [xla_flags.inference_options("cpu", {}, avx512=False)] != [{}]
+    np.testing.assert_allclose(forward(variables, x), model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5)
+    protocol = inference_speed.format_protocol(machine.environment(), 1, 2)
+    assert "inference compiled with --xla_cpu_experimental_ynn_fusion_type=dot,reduce" in protocol

@@ -184,3 +184,30 @@ def test_size_divisor_must_be_a_whole_number_and_is_described(tiny_model):
     assert dict(evaluator._protocol(old))["size_divisor"] == 0
     assert evaluator.describe_protocol(old) == "ss"
     evaluator.make_score_fn(evaluator.model_logits_fn(model), old)  # no KeyError
+
+
+def test_predict_and_eval_programs_take_the_inference_options_with_the_same_results(monkeypatch, tiny_model,
+                                                                                  tiny_images):
+    """The predict and eval-step programs are jitted with ``xla_flags.inference_options()`` (on an x86 CPU
+    without AVX-512: convolutions to XLA's own, not YNNPACK), and predict and count the same either way."""
+    from bisenet_jax import xla_flags
+
+    model, variables = tiny_model
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    labels = np.array(evaluator.make_predict_fn(model)(variables, tiny_images))
+    labels[:, ::7] = 255  # some ignored pixels
+    real_jit, seen, results = jax.jit, [], {}
+    monkeypatch.setattr(evaluator.jax, "jit", lambda fun, **kw: seen.append(kw) or real_jit(fun, **kw))
+    for avx512 in (True, False):
+        monkeypatch.setattr(xla_flags, "cpu_has_avx512", lambda cpuinfo=None, value=avx512: value)
+        predictions = evaluator.make_predict_fn(model)(variables, tiny_images)
+        confusion = evaluator.make_eval_step(model, 4)(variables, tiny_images, labels)
+        results[avx512] = np.asarray(predictions), np.asarray(confusion)
+    want = xla_flags.inference_options("cpu", {}, avx512=False)
+    assert want and [kw.get("compiler_options") for kw in seen] == [None, None, want, want]
+    # Logits agree to float32 rounding (about 1e-6 relative), so at most a near-tie may flip.
+    flipped = int((results[False][0] != results[True][0]).sum())
+    assert flipped <= 6 and results[True][0].size == 2 * 48 * 64
+    assert np.abs(results[False][1] - results[True][1]).sum() <= 2 * flipped
+    assert results[True][1].sum() == results[False][1].sum() == (labels != 255).sum()
