@@ -39,10 +39,12 @@ Zen 3 VM of sessions 52-53 (AVX2), the forward compiled with ``dot,reduce`` agai
 compiled in one process and timed in alternating blocks (6 rounds of 4 calls, median; a ``/tmp`` script,
 session 53): V1-R18 442 / 569 ms at 1x512x1024 and 1903 / 2194 ms at 1x1024x2048, V1-X39 134 / 185 and
 600 / 846 ms, V2 471 / 510 and 1635 / 1959 ms (8-41% faster; logits equal to 3e-5 relative). On the
-Zen 4 VM (AVX-512) it was 12-25% slower (figures above), so CPUs with AVX-512 (``avx512f`` in
-``/proc/cpuinfo``; the Intel VMs with AVX-512 were not measured this way) and CPUs whose flags cannot be
-read (not Linux, not x86) keep XLA's defaults. Export (StableHLO, ONNX, TFLite) is not compiled here and
-never sees any of these options. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no
+Zen 4 VM (AVX-512) it was 10-17% slower (figures above; 12-25% in docs/benchmarks.md's runs), so CPUs
+with AVX-512 (``avx512f`` in ``/proc/cpuinfo``; the Intel VMs with AVX-512 were not measured this way) and
+CPUs whose flags cannot be read (not Linux, not x86) keep XLA's defaults. The rule rests on those two AMD
+VMs; other AVX2 CPUs (Intel, Zen 2) were not measured. Exported files (StableHLO, ONNX, TFLite) carry no
+options; a StableHLO file run by ``export/runtime.py`` or inside evaluation's programs is compiled with
+these, like the Flax model. (``--xla_cpu_prefer_vector_width=512`` was measured too and left out: no
 gain in training, 2122 ms against 1655 ms in R18 inference.)
 
 One difference in values: YNNPACK's max ignores NaN. ``jnp.max`` of an array holding a NaN is the
@@ -76,6 +78,7 @@ elements differ in their last bit (relative 1.6e-7 at most) from the optimised p
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -134,16 +137,21 @@ def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
     """Whether this x86 CPU has AVX-512 (``avx512f`` among the ``flags`` of ``/proc/cpuinfo``, or of the text
     ``cpuinfo``); None where that cannot be told (no ``/proc/cpuinfo``, or no x86 ``flags`` line in it)."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return None
+        return _this_cpu_has_avx512()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
             return "avx512f" in value.split()
     return None
+
+
+@functools.cache
+def _this_cpu_has_avx512() -> bool | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return cpu_has_avx512(f.read())
+    except OSError:
+        return None
 
 
 def inference_options(backend: str | None = None, environ: Mapping[str, str] | None = None, *,

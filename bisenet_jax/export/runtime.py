@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bisenet_jax import xla_flags
 from bisenet_jax.export.metadata import ExportError, ExportInfo
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".stablehlo": "stablehlo"}
@@ -73,7 +74,8 @@ def load_exported(path: str | os.PathLike, *, threads: int | None = None) -> Exp
     if kind == "stablehlo":
         from bisenet_jax.export.stablehlo_model import read_stablehlo
         exported, info = read_stablehlo(path)
-        call = jax.jit(exported.call)
+        # As evaluation compiles its programs (on an x86 CPU without AVX-512: bisenet_jax/xla_flags.py).
+        call = jax.jit(exported.call, compiler_options=xla_flags.inference_options() or None)
         return ExportedModel(path, info, lambda x: np.asarray(call(x)), exported.call)
     if kind == "onnx":
         from bisenet_jax.export.onnx_model import OnnxRunner, read_onnx_info

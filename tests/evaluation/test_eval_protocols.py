@@ -206,8 +206,7 @@ def test_predict_and_eval_programs_take_the_inference_options_with_the_same_resu
         results[avx512] = np.asarray(predictions), np.asarray(confusion)
     want = xla_flags.inference_options("cpu", {}, avx512=False)
     assert want and [kw.get("compiler_options") for kw in seen] == [None, None, want, want]
-    # Logits agree to float32 rounding (about 1e-6 relative), so at most a near-tie may flip.
-    flipped = int((results[False][0] != results[True][0]).sum())
-    assert flipped <= 6 and results[True][0].size == 2 * 48 * 64
-    assert np.abs(results[False][1] - results[True][1]).sum() <= 2 * flipped
+    # Logits agree to float32 rounding (about 1e-6 relative), so at most a near-tie may flip (in either program).
+    assert (results[False][0] != results[True][0]).sum() <= 6 and results[True][0].size == 2 * 48 * 64
+    assert np.abs(results[False][1] - results[True][1]).sum() <= 12
     assert results[True][1].sum() == results[False][1].sum() == (labels != 255).sum()

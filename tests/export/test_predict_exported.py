@@ -69,3 +69,24 @@ def test_predict_script_runs_an_exported_model(tmp_path, models, demo_images, ja
     labels = _read_labels(tmp_path)
     for name, expected in jax_labels.items():
         np.testing.assert_array_equal(labels[name], expected, err_msg=name)
+
+
+def test_a_stablehlo_file_runs_with_the_inference_options(monkeypatch, models):
+    """Loaded for prediction, a StableHLO file is compiled as evaluation's programs are (``xla_flags``: on an
+    x86 CPU without AVX-512, one YNNPACK option), with the same logits as under XLA's defaults."""
+    from bisenet_jax import xla_flags
+    from bisenet_jax.export import load_exported, runtime
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    path = models.exported("stablehlo", "bisenetv2")
+    images = np.random.default_rng(0).standard_normal((1, 64, 96, 3)).astype(np.float32)
+    real_jit, seen, logits = runtime.jax.jit, [], {}
+    monkeypatch.setattr(runtime.jax, "jit", lambda fun, **kw: seen.append(kw) or real_jit(fun, **kw))
+    for avx512 in (True, False):
+        monkeypatch.setattr(xla_flags, "cpu_has_avx512", lambda cpuinfo=None, value=avx512: value)
+        logits[avx512] = load_exported(path).logits(images)
+    want = xla_flags.inference_options("cpu", {}, avx512=False)
+    assert want and [kw.get("compiler_options") for kw in seen] == [None, want]
+    assert logits[False].shape == (1, 64, 96, models.num_classes)
+    np.testing.assert_allclose(logits[False], logits[True], rtol=1e-4, atol=1e-4 * np.abs(logits[True]).max())
