@@ -104,6 +104,16 @@ def _flag_value(compiler_value: str) -> str:
     return ",".join(kind.removeprefix(_PREFIX).lower() for kind in compiler_value.split(","))
 
 
+def _fusion_options(flags: Mapping[str, str]) -> dict[str, str]:
+    """``XLA_FLAGS``-spelled fusion-type flags as ``compiler_options`` (the DebugOptions enum names)."""
+    return {name: _compiler_value(value) for name, value in flags.items()}
+
+
+def _as_xla_flags(options: Mapping[str, str]) -> str:
+    """Fusion-type ``compiler_options`` as ``XLA_FLAGS`` spells them, for a log line."""
+    return " ".join(f"--{name}={_flag_value(value)}" for name, value in options.items())
+
+
 def _user_flag_names(environ: Mapping[str, str]) -> set[str]:
     return {f.lstrip("-").split("=", 1)[0] for f in environ.get("XLA_FLAGS", "").split()}
 
@@ -129,8 +139,7 @@ def _cpu_options(options: Mapping, backend: str | None, environ: Mapping[str, st
 def train_step_options(backend: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``compiler_options`` for ``jax.jit`` of the train step: the CPU flags above on the "cpu"
     backend (default ``jax.default_backend()``), minus any the user set in ``XLA_FLAGS``; else {}."""
-    options = _cpu_options(TRAIN_STEP_CPU_FLAGS, backend, environ)
-    return {name: _compiler_value(value) for name, value in options.items()}
+    return _fusion_options(_cpu_options(TRAIN_STEP_CPU_FLAGS, backend, environ))
 
 
 def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
@@ -163,16 +172,15 @@ def inference_options(backend: str | None = None, environ: Mapping[str, str] | N
         avx512 = cpu_has_avx512()
     if avx512 is not False:
         return {}
-    options = _cpu_options(INFERENCE_CPU_FLAGS, backend, environ)
-    return {name: _compiler_value(value) for name, value in options.items()}
+    return _fusion_options(_cpu_options(INFERENCE_CPU_FLAGS, backend, environ))
 
 
 def describe_inference(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
     """A clause for a log: what inference programs are compiled with (``options``: :func:`inference_options`)."""
     environ = os.environ if environ is None else environ
     if options:
-        added = " ".join(f"--{name}={_flag_value(value)}" for name, value in options.items())
-        return f"inference compiled with {added} (an x86 CPU without AVX-512; bisenet_jax/xla_flags.py)"
+        return (f"inference compiled with {_as_xla_flags(options)} "
+                "(an x86 CPU without AVX-512; bisenet_jax/xla_flags.py)")
     if not defaults_enabled(environ):
         return f"inference options off ({OPT_OUT}=0)"
     return "no inference options (not on CPU, a CPU with AVX-512 or unknown flags, or XLA_FLAGS sets them)"
@@ -192,8 +200,7 @@ def describe(options: Mapping[str, str], environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "").strip() or "(none)"
     if options:
-        added = " ".join(f"--{name}={_flag_value(value)}" for name, value in options.items())
-        step = f"train step compiled with {added} (bisenet_jax/xla_flags.py; {OPT_OUT}=0 turns it off)"
+        step = f"train step compiled with {_as_xla_flags(options)} (bisenet_jax/xla_flags.py; {OPT_OUT}=0 turns it off)"
     elif not defaults_enabled(environ):
         step = f"train step options off ({OPT_OUT}=0)"
     else:
