@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 class TrainState(train_state.TrainState):
     batch_stats: Any = None
-    rng: jax.Array = None  # raw uint32 dropout key (orbax-serialisable), folded with the step
+    rng: jax.Array = None  # raw uint32 threefry key (orbax-serialisable); step.dropout_key makes each step's key
 
 
 def create_mesh(num_devices: int = 0) -> Mesh:

@@ -12,6 +12,21 @@ from bisenet_jax.models.kernels import Kernels
 from bisenet_jax.train.losses import segmentation_loss
 from bisenet_jax.train.optim import scale_updates, schedule_clock
 
+# The generator of the dropout masks (BiSeNetV2's heads). JAX's default, threefry2x32, lowers on CPU to a rolled
+# loop whose carries XLA copies on every trip: V2's five masks cost more than the rest of its elementwise work.
+# Threefry4x32 (the same Random123 family, four-word blocks) is straight-line elementwise code, about 3.3x faster for
+# those masks on the 2-core VM (docs/profile.md). Philox4x32 was 10% faster still but its lowering fails in a
+# sharded jit (jax 0.10: "Unable to convert MHLO to StableHLO" on its mulhi). One generator on every backend, so a
+# step's masks do not depend on the device.
+DROPOUT_PRNG = "threefry4x32"
+
+
+def dropout_key(rng: jax.Array, step: jax.Array) -> jax.Array:
+    """The step's dropout key, a ``DROPOUT_PRNG`` key made from the state's raw two-word threefry ``rng`` (which
+    checkpoints store, so their layout does not change) folded with ``step``: the two halves of its split, as
+    the four words threefry4x32 takes."""
+    return jax.random.wrap_key_data(jax.random.split(jax.random.fold_in(rng, step)).reshape(4), impl=DROPOUT_PRNG)
+
 
 def train_step(state, batch, position=None, *, loss_name: str, ignore_label: int, aux_weight: float, ohem_thresh: float,
                schedule, kernels: Kernels | str = "auto"):
@@ -23,7 +38,7 @@ def train_step(state, batch, position=None, *, loss_name: str, ignore_label: int
     updates are scaled by ``schedule(position)``. ``None``: the rate is ``schedule(state.step)``,
     applied by the optimiser itself.
     """
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
+    dropout_rng = dropout_key(state.rng, state.step)
 
     def loss_fn(params):
         (logits, aux_logits), updates = state.apply_fn(
