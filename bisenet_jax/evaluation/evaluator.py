@@ -227,11 +227,13 @@ def make_predict_fn(model: Any, eval_config: Any = None, mean: Sequence[float] |
     return jax.jit(predict, compiler_options=xla_flags.inference_options() or None)
 
 
-def make_eval_step(model: Any, num_classes: int, eval_config: Any = None) -> Callable[..., jax.Array]:
+def make_eval_step(model: Any, num_classes: int, eval_config: Any = None,
+                   compiler_options: dict[str, str] | None = None) -> Callable[..., jax.Array]:
     """Jitted ``(variables, images, labels) -> confusion (num_classes, num_classes) int32`` of one batch.
 
     Works on host arrays (local evaluation) and on global sharded arrays (inside a sharded training
     loop the bincount then covers the global batch and the result is replicated: no host sum needed).
+    ``compiler_options``: by default ``xla_flags.inference_options()``.
     """
     score_fn = make_score_fn(model_logits_fn(model), eval_config or default_eval_config())
 
@@ -239,7 +241,9 @@ def make_eval_step(model: Any, num_classes: int, eval_config: Any = None) -> Cal
         predictions = jnp.argmax(score_fn(variables, images), axis=-1)
         return metrics_lib.confusion_matrix(labels, predictions, num_classes)
 
-    return jax.jit(eval_step, compiler_options=xla_flags.inference_options() or None)
+    if compiler_options is None:
+        compiler_options = xla_flags.inference_options()
+    return jax.jit(eval_step, compiler_options=compiler_options or None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +272,7 @@ def evaluate(model: Any, variables: Any, batches: Iterable[dict], num_classes: i
     ``confusion_matrix`` (rows: ground truth, columns: prediction) and ``eval_config``.
     """
     eval_config = eval_config or default_eval_config()
-    eval_step = _cached_eval_step(model, num_classes, _protocol(eval_config))
+    eval_step = _eval_step(model, num_classes, eval_config)
     local_variables = _local_copy(variables) if sharding is None else None
     multiple = 1 if sharding is None else len(sharding.mesh.local_devices)
     total = len(batches) if hasattr(batches, "__len__") else None
@@ -373,11 +377,18 @@ def _protocol(eval_config: Any) -> tuple:
                  for k, v in ((k, _field(eval_config, k)) for k in _PROTOCOL_FIELDS))
 
 
+def _eval_step(model: Any, num_classes: int, eval_config: Any) -> Callable[..., jax.Array]:
+    """The cached eval step for ``eval_config`` and the inference options in force now (read at each
+    evaluation, so that a change of ``XLA_FLAGS`` or the opt-out between evaluations is taken)."""
+    options = tuple(sorted(xla_flags.inference_options().items()))
+    return _cached_eval_step(model, num_classes, _protocol(eval_config), options)
+
+
 @functools.lru_cache(maxsize=16)
-def _cached_eval_step(model: Any, num_classes: int, protocol: tuple) -> Callable[..., jax.Array]:
-    """One jitted eval step per (model, classes, protocol): periodic validation in a training run
-    compiles once, not at every evaluation. (Flax modules hash by their fields.)"""
-    return make_eval_step(model, num_classes, ml_collections.ConfigDict(dict(protocol)))
+def _cached_eval_step(model: Any, num_classes: int, protocol: tuple, options: tuple) -> Callable[..., jax.Array]:
+    """One jitted eval step per (model, classes, protocol, compiler options): periodic validation in a
+    training run compiles once, not at every evaluation. (Flax modules hash by their fields.)"""
+    return make_eval_step(model, num_classes, ml_collections.ConfigDict(dict(protocol)), dict(options))
 
 
 def _pad_batch(batch: dict, batch_size: int, ignore_label: int) -> tuple[np.ndarray, np.ndarray, int]:

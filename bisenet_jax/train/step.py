@@ -13,9 +13,9 @@ from bisenet_jax.train.losses import segmentation_loss
 from bisenet_jax.train.optim import scale_updates, schedule_clock
 
 # The generator of the dropout masks (BiSeNetV2's heads). JAX's default, threefry2x32, lowers on CPU to a rolled
-# loop whose carries XLA copies on every trip: V2's five masks cost more than the rest of its elementwise work.
+# loop whose carries XLA copies on every trip: V2's five masks took ~55 ms of its 1.6 s step on the Zen 3 VM.
 # Threefry4x32 (the same Random123 family, four-word blocks) is straight-line elementwise code, about 3.3x faster for
-# those masks on the 2-core VM (docs/profile.md). Philox4x32 was 10% faster still but its lowering fails in a
+# those masks on the Zen 3 VM (docs/profile.md). Philox4x32 was ~10% faster still but its lowering fails in a
 # sharded jit (jax 0.10: "Unable to convert MHLO to StableHLO" on its mulhi). One generator on every backend, so a
 # step's masks do not depend on the device.
 DROPOUT_PRNG = "threefry4x32"

@@ -103,11 +103,34 @@ def test_repeated_evaluations_reuse_one_compiled_eval_step(tiny_model, split):
     images, labels = split
     batches = make_batches(images, labels, [3])
     first = evaluator.evaluate(model, variables, batches, 4, IGNORE, progress=False)
-    step = evaluator._cached_eval_step(model, 4, evaluator._protocol(evaluator.default_eval_config()))
+    step = evaluator._eval_step(model, 4, evaluator.default_eval_config())
     compiled_before = step._cache_size()
     second = evaluator.evaluate(model, variables, batches, 4, IGNORE, evaluator.default_eval_config(), progress=False)
     assert step._cache_size() == compiled_before >= 1
     assert second["miou"] == first["miou"]
+
+
+def test_the_cached_eval_step_follows_the_inference_options(monkeypatch, tiny_model, split):
+    """The cache is keyed by the compiler options too: an evaluation after they change (here the CPU
+    check, as on another machine; in use XLA_FLAGS or the opt-out) compiles with the new ones."""
+    from bisenet_jax import xla_flags
+
+    model, variables = tiny_model
+    images, labels = split
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_flags.OPT_OUT, raising=False)
+    evaluator._cached_eval_step.cache_clear()
+    real_jit, seen, results = jax.jit, [], []
+    monkeypatch.setattr(evaluator.jax, "jit", lambda fun, **kw: seen.append(kw.get("compiler_options")) or
+                        real_jit(fun, **kw))
+    for avx512 in (True, False, True):
+        monkeypatch.setattr(xla_flags, "cpu_has_avx512", lambda cpuinfo=None, value=avx512: value)
+        results.append(evaluator.evaluate(model, variables, make_batches(images, labels, [3]), 4, IGNORE,
+                                          progress=False))
+    want = xla_flags.inference_options("cpu", {}, avx512=False)
+    assert want and seen == [None, want]  # the third evaluation reuses the first's step
+    assert results[0]["confusion_matrix"] == results[2]["confusion_matrix"]
+    assert results[0]["num_images"] == results[1]["num_images"] == 3
 
 
 def test_evaluation_sharded_over_a_mesh_equals_the_local_evaluation(tiny_model, split):
