@@ -2,7 +2,8 @@
 
   python scripts/benchmark_train.py --model bisenetv1_r18 --batch-size 8 --crop 256x320 --compare-torch
 
-Random data; the protocol is in bisenet_jax/benchmarks/train_speed.py and printed with the numbers.
+Random data; the protocol is in bisenet_jax/benchmarks/train_speed.py and printed with the numbers. With
+--compare-torch the two sides are timed in alternating rounds (--alternate, default 6; 0 for one block each).
 On a GPU it runs as it is: JAX on its default backend, PyTorch on CUDA beside it, --precision for both.
 """
 from __future__ import annotations
@@ -12,6 +13,11 @@ import json
 
 from bisenet_jax import allocator
 
+# --compare-torch's default: alternating rounds, since two blocks timed one after the other on a VM whose
+# speed drifts can land in different stretches (single blocks of one model read 1.04x, 1.19x and 1.31x within
+# ten minutes in session 55; docs/benchmarks.md, Training step speed). An even count gives each side the
+# first place equally often.
+DEFAULT_ROUNDS = 6
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -27,19 +33,23 @@ def main(argv=None) -> int:
                         help="also time the PyTorch step with the module under torch.compile (inductor, default "
                              "mode; a cold compile in a fresh inductor cache unless TORCHINDUCTOR_CACHE_DIR is set); "
                              "implies --compare-torch")
-    parser.add_argument("--alternate", type=int, default=0, metavar="ROUNDS",
+    parser.add_argument("--alternate", type=int, default=None, metavar="ROUNDS",
                         help="time JAX and PyTorch in ROUNDS alternating rounds of --steps steps each (JAX first "
                              "in even rounds; an even ROUNDS gives each side the first place equally often), after "
                              "--warmup untimed steps each, and print every round's ratio: on a VM whose speed drifts "
-                             "this puts the two in nearly the same conditions; implies --compare-torch")
+                             "this puts the two in nearly the same conditions; implies --compare-torch. Default: "
+                             f"{DEFAULT_ROUNDS} with --compare-torch (not with --torch-compile), else 0; 0 times "
+                             "each side in one block, JAX's then PyTorch's")
     parser.add_argument("--json", default="",
                         help="write the results there: a list of the table's rows, or with --alternate an object "
                              "with those rows ('results'), every round's step times ('rounds') and the ratios "
                              "('summary')")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
+    if args.alternate is None:
+        args.alternate = DEFAULT_ROUNDS if args.compare_torch and not args.torch_compile else 0
     if args.alternate < 0:
-        parser.error(f"--alternate {args.alternate}: ROUNDS must be >= 1 (0, the default, times each side once)")
+        parser.error(f"--alternate {args.alternate}: ROUNDS must be >= 0 (0 times each side once, in one block)")
     if args.alternate and args.torch_compile:
         parser.error("--alternate does not combine with --torch-compile (time inductor without --alternate)")
     if args.steps < 1 or args.warmup < 0:

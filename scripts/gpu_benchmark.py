@@ -209,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 for precision in args.precisions:
                     label = f"{part} {model} batch {batch} {crop} {precision}"
                     json_path = os.path.join(tmp, f"{part}_{model}_{precision}.json")
+                    # --alternate 0: one block per side, whose JSON is the list of rows train_rows reads.
                     items.append((part, label, json_path, [
                         "--model", model, "--batch-size", str(batch), "--crop", crop, "--precision", precision,
                         "--warmup", str(settings["train_warmup"]), "--steps", str(settings["train_steps"]),
-                        "--compare-torch", "--json", json_path], precision))
+                        "--compare-torch", "--alternate", "0", "--json", json_path], precision))
 
         for part, label, json_path, script_argv, precision in items:
             elapsed = time.perf_counter() - start

@@ -200,6 +200,8 @@ def test_driver_writes_every_model_precision_side_row_and_the_table(tmp_path, mo
     # Every train call compares with PyTorch at the precision it names.
     train_calls = [c for c in calls if "--batch-size" in c]
     assert len(train_calls) == 12 and all("--compare-torch" in c for c in train_calls)
+    # One block per side (the rows' JSON list this driver reads), not benchmark_train.py's default rounds.
+    assert all(c[c.index("--alternate") + 1] == "0" for c in train_calls)
     assert sorted(c[c.index("--precision") + 1] for c in train_calls) == ["bfloat16"] * 6 + ["float32"] * 6
     table = (tmp_path / "gpu_benchmark.md").read_text()
     assert "| bisenetv2 | 16x512x1024 | bfloat16 | 20.00 | 30.00 | 800.0 | 533.3 | 1.50x | 10.0 |" in table

@@ -130,9 +130,62 @@ def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, c
     assert saved["rounds"]["orders"] == [["jax", "torch"], ["torch", "jax"], ["jax", "torch"]]
 
 
+def _record_benchmarks(monkeypatch):
+    """Stand-ins for the three builders the script may call: each records its call and returns rows."""
+    calls = []
+
+    def row(side, model, batch_size, height, width, dtype, seconds):
+        return {**train_speed._result(side, model, batch_size, height, width, dtype, [seconds] * 2,
+                                      1.0 if side == "jax" else 0.0), "xla_options": "XLA_FLAGS: (none)"}
+
+    def fake_alternating(model, batch_size, height, width, *, num_classes, dtype, warmup, steps, rounds):
+        calls.append(("alternating", rounds, warmup, steps))
+        out = {"orders": [["jax", "torch"] if r % 2 == 0 else ["torch", "jax"] for r in range(rounds)],
+               "round_medians": {"jax": [0.5] * rounds, "torch": [0.6] * rounds},
+               "times": {"jax": [[0.5] * steps] * rounds, "torch": [[0.6] * steps] * rounds}}
+        return {"results": [row(side, model, batch_size, height, width, dtype, seconds)
+                            for side, seconds in (("jax", 0.5), ("torch", 0.6))],
+                "rounds": out, "summary": train_speed.ratio_summary(out)}
+
+    def fake_jax(model, batch_size, height, width, *, num_classes, dtype, warmup, steps):
+        calls.append(("jax", warmup, steps))
+        return row("jax", model, batch_size, height, width, dtype, 0.5)
+
+    def fake_torch(model, batch_size, height, width, *, num_classes, warmup, steps, precision):
+        calls.append(("torch", warmup, steps))
+        return row("torch", model, batch_size, height, width, precision, 0.6)
+
+    monkeypatch.setattr(train_speed, "alternating_train_speed", fake_alternating)
+    monkeypatch.setattr(train_speed, "jax_train_speed", fake_jax)
+    monkeypatch.setattr(train_speed, "torch_train_speed", fake_torch)
+    return calls
+
+
+@pytest.mark.parametrize("extra, expected_calls, protocol", [
+    ([], [("jax", 2, 5)], "2 warm-up + 5 timed steps, median"),
+    (["--compare-torch"], [("alternating", 6, 2, 5)],
+     "2 warm-up steps each, then 6 rounds of 5 timed steps per side, JAX first in even rounds"),
+    (["--compare-torch", "--alternate", "3"], [("alternating", 3, 2, 5)], "then 3 rounds of 5 timed steps"),
+    (["--compare-torch", "--alternate", "0"], [("jax", 2, 5), ("torch", 2, 5)], "2 warm-up + 5 timed steps, median"),
+])
+def test_compare_torch_times_the_sides_in_alternating_rounds_unless_told_otherwise(extra, expected_calls, protocol,
+                                                                                   monkeypatch, capsys, load_script):
+    pytest.importorskip("torch")  # the protocol line asks PyTorch for its device
+    calls = _record_benchmarks(monkeypatch)
+    assert load_script("benchmark_train").main(["--model", "bisenetv2", "--batch-size", "2", "--crop", "32x32",
+                                                *extra]) == 0
+    assert calls == expected_calls
+    out = capsys.readouterr().out
+    assert protocol in out
+    if len(expected_calls) == 2:
+        assert "JAX / PyTorch images/s: 1.20x vs torch" in out
+    elif expected_calls[0][0] == "alternating":
+        assert "1.20x over all timed steps" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--alternate", "2", "--torch-compile"], "--alternate does not combine with --torch-compile"),
-    (["--alternate", "-1"], "--alternate -1: ROUNDS must be >= 1"),
+    (["--alternate", "-1"], "--alternate -1: ROUNDS must be >= 0"),
     (["--alternate", "2", "--steps", "0"], "--steps 0 --warmup 2: expected --steps >= 1"),
 ])
 def test_script_refuses_bad_alternating_options_before_building_anything(argv, message, capsys, monkeypatch,
