@@ -19,6 +19,7 @@ from bisenet_jax import allocator
 # first place equally often.
 DEFAULT_ROUNDS = 6
 
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bisenetv1_r18")
@@ -41,9 +42,9 @@ def main(argv=None) -> int:
                              f"{DEFAULT_ROUNDS} with --compare-torch (not with --torch-compile), else 0; 0 times "
                              "each side in one block, JAX's then PyTorch's")
     parser.add_argument("--json", default="",
-                        help="write the results there: a list of the table's rows, or with --alternate an object "
-                             "with those rows ('results'), every round's step times ('rounds') and the ratios "
-                             "('summary')")
+                        help="write the results there: with rounds (--compare-torch's default) an object with the "
+                             "table's rows ('results'), every round's step times ('rounds') and the ratios "
+                             "('summary'); with --alternate 0 or without --compare-torch a list of the rows")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.crop.lower().split("x"))
     if args.alternate is None:

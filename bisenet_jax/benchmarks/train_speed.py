@@ -10,7 +10,8 @@ in eager training mode with the same loss and SGD groups (``torch_reference.trai
 ones; the median step time gives images/s. ``peak_rss_mb`` is the process's peak memory when the
 side finished (the JAX side runs first).
 
-Alternating (``alternating_train_speed``, ``scripts/benchmark_train.py --alternate ROUNDS``): both sides
+Alternating (``alternating_train_speed``, ``scripts/benchmark_train.py --alternate ROUNDS``, six rounds by
+default with ``--compare-torch``): both sides
 built and warmed up in one process, then timed in rounds of ``steps`` steps each, JAX first in even
 rounds and PyTorch first in odd ones; the ratio over all timed steps and each round's. On the shared VMs
 this project is measured on, the machine's speed drifts in stretches of seconds to minutes and moves
