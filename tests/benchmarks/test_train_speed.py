@@ -102,9 +102,11 @@ def test_alternating_train_speed_times_both_real_steps(capsys):
     assert torch_row["images_per_second"] == pytest.approx(2 / medians["torch"])
 
 
-def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, capsys, tmp_path, load_script):
-    pytest.importorskip("torch")  # the protocol line asks PyTorch for its device
+def _fake_alternating(calls):
+    """A stand-in for ``alternating_train_speed``: :func:`train_speed.alternate` on a :class:`_FakeMachine`
+    (JAX 0.5 s, PyTorch 0.6 s a step, one slow stretch), recording each call's rounds, warm-up and steps."""
     def fake_alternating(model, batch_size, height, width, *, num_classes, dtype, warmup, steps, rounds):
+        calls.append(("alternating", rounds, warmup, steps))
         fake = _FakeMachine({"jax": 0.5, "torch": 0.6}, slow=[1], steps_per_round=steps)
         out = train_speed.alternate({"jax": fake.step("jax", warmup), "torch": fake.step("torch", warmup)},
                                     warmup, steps, rounds, clock=fake.clock)
@@ -113,7 +115,12 @@ def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, c
                 for side in ("jax", "torch")]
         return {"results": rows, "rounds": out, "summary": train_speed.ratio_summary(out)}
 
-    monkeypatch.setattr(train_speed, "alternating_train_speed", fake_alternating)
+    return fake_alternating
+
+
+def test_script_alternate_prints_every_round_and_the_paired_ratio(monkeypatch, capsys, tmp_path, load_script):
+    pytest.importorskip("torch")  # the protocol line asks PyTorch for its device
+    monkeypatch.setattr(train_speed, "alternating_train_speed", _fake_alternating([]))
     script = load_script("benchmark_train")
     json_path = tmp_path / "alt.json"
     assert script.main(["--model", "bisenetv2", "--batch-size", "2", "--crop", "32x32", "--warmup", "1",
@@ -138,15 +145,6 @@ def _record_benchmarks(monkeypatch):
         return {**train_speed._result(side, model, batch_size, height, width, dtype, [seconds] * 2,
                                       1.0 if side == "jax" else 0.0), "xla_options": "XLA_FLAGS: (none)"}
 
-    def fake_alternating(model, batch_size, height, width, *, num_classes, dtype, warmup, steps, rounds):
-        calls.append(("alternating", rounds, warmup, steps))
-        out = {"orders": [["jax", "torch"] if r % 2 == 0 else ["torch", "jax"] for r in range(rounds)],
-               "round_medians": {"jax": [0.5] * rounds, "torch": [0.6] * rounds},
-               "times": {"jax": [[0.5] * steps] * rounds, "torch": [[0.6] * steps] * rounds}}
-        return {"results": [row(side, model, batch_size, height, width, dtype, seconds)
-                            for side, seconds in (("jax", 0.5), ("torch", 0.6))],
-                "rounds": out, "summary": train_speed.ratio_summary(out)}
-
     def fake_jax(model, batch_size, height, width, *, num_classes, dtype, warmup, steps):
         calls.append(("jax", warmup, steps))
         return row("jax", model, batch_size, height, width, dtype, 0.5)
@@ -155,7 +153,7 @@ def _record_benchmarks(monkeypatch):
         calls.append(("torch", warmup, steps))
         return row("torch", model, batch_size, height, width, precision, 0.6)
 
-    monkeypatch.setattr(train_speed, "alternating_train_speed", fake_alternating)
+    monkeypatch.setattr(train_speed, "alternating_train_speed", _fake_alternating(calls))
     monkeypatch.setattr(train_speed, "jax_train_speed", fake_jax)
     monkeypatch.setattr(train_speed, "torch_train_speed", fake_torch)
     return calls
@@ -169,12 +167,21 @@ def _record_benchmarks(monkeypatch):
     (["--compare-torch", "--alternate", "0"], [("jax", 2, 5), ("torch", 2, 5)], "2 warm-up + 5 timed steps, median"),
 ])
 def test_compare_torch_times_the_sides_in_alternating_rounds_unless_told_otherwise(extra, expected_calls, protocol,
-                                                                                   monkeypatch, capsys, load_script):
+                                                                                   monkeypatch, capsys, tmp_path,
+                                                                                   load_script):
     pytest.importorskip("torch")  # the protocol line asks PyTorch for its device
     calls = _record_benchmarks(monkeypatch)
+    json_path = tmp_path / "out.json"
     assert load_script("benchmark_train").main(["--model", "bisenetv2", "--batch-size", "2", "--crop", "32x32",
-                                                *extra]) == 0
+                                                *extra, "--json", str(json_path)]) == 0
     assert calls == expected_calls
+    import json
+
+    saved = json.loads(json_path.read_text())
+    if expected_calls[0][0] == "alternating":  # rounds: an object with the rows, the rounds and the ratios
+        assert set(saved) == {"results", "rounds", "summary"} and len(saved["rounds"]["orders"]) == expected_calls[0][1]
+    else:  # one block: the list of rows that scripts/gpu_benchmark.py reads
+        assert [row["framework"] for row in saved] == [side for side, *_ in expected_calls]
     out = capsys.readouterr().out
     assert protocol in out
     if len(expected_calls) == 2:
